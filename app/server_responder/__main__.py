@@ -1,0 +1,3 @@
+from server_responder.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""The responder's plain-Python parts wired together once, for the web layer and the CLI alike."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from server_responder.idle import IdleClock
+from server_responder.script_jobs import ScriptExecutor
+from server_responder.service import Executor, JobService
+from server_responder.settings import Settings
+from server_responder.store import ResultStore, open_store, write_atomically
+
+
+@dataclass
+class Responder:
+    settings: Settings
+    store: ResultStore
+    clock: IdleClock
+    jobs: JobService
+
+    @classmethod
+    def create(cls, settings: Settings) -> Responder:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        store = open_store(settings.store)
+        clock = IdleClock(settings.data_dir / "last_job.json")
+        executors: dict[str, Executor] = {"script": ScriptExecutor()}
+        jobs = JobService(settings, store, clock, executors)
+        return cls(settings, store, clock, jobs)
+
+    def start(self) -> None:
+        self.jobs.start()
+
+    def stop(self) -> None:
+        self.jobs.stop()
+
+
+def ensure_api_key(settings: Settings) -> tuple[Settings, bool]:
+    """Use the configured token, else the one stored in the data dir, else make and store one (mode 0600)."""
+    if settings.api_key is not None:
+        return settings, False
+    path = settings.api_token_path
+    try:
+        stored = path.read_text().strip()
+    except FileNotFoundError:
+        stored = ""
+    if stored:
+        return settings.with_api_key(stored), False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    token = secrets.token_urlsafe(32)
+    write_atomically(path, (token + "\n").encode(), mode=0o600)
+    os.chmod(path, 0o600)
+    return settings.with_api_key(token), True

@@ -1,0 +1,158 @@
+"""The HTTP API: parse, authorise, call the responder's services, render JSON."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from server_responder import __version__
+from server_responder.job_requests import (
+    JOB_TYPES, JobRequest, RequestError, Unauthorized, UnsupportedJobType, parse_job_request, parse_legacy_form,
+)
+from server_responder.jobs import Job
+from server_responder.keys import InvalidKey, validate_key
+from server_responder.responder import Responder
+from server_responder.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.web.http import HttpError, Incoming, Response, Route
+
+MAX_WAIT_SECONDS = 600.0
+
+
+class JobsApi:
+    """Submitting, reading and cancelling jobs, in the JSON API and the original form protocol."""
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.settings = responder.settings
+        self.jobs = responder.jobs
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", "/", self.submit_form, "Submit a job with the original form protocol"),
+            Route("POST", "/jobs", self.submit_json, "Submit a job (token or signature)"),
+            Route("GET", "/jobs", self.list_jobs, "Recent jobs (token)"),
+            Route("GET", "/jobs/{job_id}", self.get_job, "One job; its id is the capability to read it"),
+            Route("DELETE", "/jobs/{job_id}", self.cancel_job, "Cancel a job (token)"),
+            Route("GET", "/results/{key:path}", self.get_result, "A stored result document or artifact (token)"),
+        ]
+
+    def submit_json(self, incoming: Incoming) -> Response:
+        if incoming.content_type not in ("application/json", ""):
+            raise HttpError(415, "unsupported_media_type", "Content-Type: must be application/json")
+        job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings,
+                                                        authorized=incoming.has_token()))
+        wait = incoming.number_param("wait", 0.0, MAX_WAIT_SECONDS)
+        job = self._submit(job_request, incoming)
+        if wait > 0:
+            job = self.jobs.wait(job.id, wait) or job
+        return Response(job.resource(), status=200 if job.finished else 202,
+                        headers={"Location": f"/jobs/{job.id}"})
+
+    def submit_form(self, incoming: Incoming) -> Response:
+        fields = incoming.form()
+        authorized = incoming.has_token(form_token=fields.get("api_token"))
+        if not authorized and not fields.get("signature"):
+            raise HttpError(401, "unauthorized", "api_token or signature is required")
+        job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, authorized=authorized))
+        job = self._submit(job_request, incoming)
+        job = self.jobs.wait(job.id, self.settings.sync_wait_seconds) or job
+        summary = {"job_id": job.id, "status": job.status, "results_location": job.results_location}
+        if not job.finished:
+            return Response({"not_complete": True, **summary}, status=202, headers={"Location": f"/jobs/{job.id}"})
+        return Response({"results": job.output, "exit_status": job.exit_status, **summary})
+
+    def _submit(self, job_request: JobRequest, incoming: Incoming) -> Job:
+        try:
+            return self.jobs.submit(job_request.type, job_request.spec, job_request.results_location,
+                                    request_id=incoming.request_id)
+        except QueueFull as error:
+            raise HttpError(429, "queue_full", str(error), headers={"Retry-After": "5"}) from None
+        except NotAccepting as error:
+            raise HttpError(503, "not_accepting", str(error), headers={"Retry-After": "60"}) from None
+
+    def list_jobs(self, incoming: Incoming) -> dict[str, Any]:
+        incoming.require_token()
+        limit = int(incoming.number_param("limit", 50, 1000))
+        return {"jobs": [_summary(job) for job in self.jobs.recent(limit)], **self.jobs.counts()}
+
+    def get_job(self, incoming: Incoming, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise HttpError(404, "not_found", f"no job {job_id}")
+        return job.resource()
+
+    def cancel_job(self, incoming: Incoming, job_id: str) -> Response:
+        incoming.require_token()
+        try:
+            job = self.jobs.cancel(job_id)
+        except JobNotFound:
+            raise HttpError(404, "not_found", f"no job {job_id}") from None
+        return Response(job.resource(), status=200 if job.finished else 202)
+
+    def get_result(self, incoming: Incoming, key: str) -> Response:
+        incoming.require_token()
+        try:
+            validate_key(key, "key")
+        except InvalidKey as error:
+            raise HttpError(400, "bad_request", str(error), field="key") from None
+        stored = self.responder.store.get(key)
+        if stored is not None:
+            return Response(stored.body, content_type=stored.content_type)
+        pending = self.jobs.pending_for(key)
+        if pending is not None:
+            return Response({"not_complete": True, "status": pending.status, "job_id": pending.id}, status=202)
+        raise HttpError(404, "not_found", f"no result at {key}")
+
+
+class StatusApi:
+    """What the box says about itself: liveness, idle state, job types, the API description."""
+
+    def __init__(self, responder: Responder, routes_for_openapi: list[Route]) -> None:
+        self.responder = responder
+        self._routes = routes_for_openapi
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/", self.home, "A page saying the responder is alive"),
+            Route("GET", "/last_job", self.last_job, "When the box last worked (no auth)"),
+            Route("GET", "/health", self.health, "Liveness and queue state"),
+            Route("GET", "/index", self.index, "Available job types and their fields"),
+            Route("GET", "/openapi.json", self.openapi, "This API as OpenAPI 3.1"),
+        ]
+
+    def home(self, incoming: Incoming) -> Response:
+        page = (f"<!doctype html><title>Server Responder</title><h1>Server Responder {html.escape(__version__)}</h1>"
+                "<p>This responder is alive. See <a href=\"/openapi.json\">/openapi.json</a>.</p>")
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    def last_job(self, incoming: Incoming) -> dict[str, Any]:
+        return {**self.responder.clock.snapshot(), **self.responder.jobs.counts()}
+
+    def health(self, incoming: Incoming) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,
+                **self.responder.jobs.counts()}
+
+    def index(self, incoming: Incoming) -> list[dict[str, Any]]:
+        return [{"type": name, "fields": fields} for name, fields in sorted(JOB_TYPES.items())]
+
+    def openapi(self, incoming: Incoming) -> dict[str, Any]:
+        from server_responder.web.openapi import openapi_document
+
+        return openapi_document(self._routes)
+
+
+def _parsed(parse):
+    try:
+        return parse()
+    except RequestError as error:
+        raise HttpError(400, "bad_request", str(error), field=error.field) from None
+    except Unauthorized as error:
+        raise HttpError(401, "unauthorized", str(error)) from None
+    except UnsupportedJobType as error:
+        raise HttpError(501, "not_implemented", f"job type {error.args[0]} is not available on this responder",
+                        type=error.args[0]) from None
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {key: getattr(job, key) for key in ("id", "type", "status", "exit_status", "created_at", "started_at",
+                                               "finished_at", "duration_s", "results_location")}
