@@ -1,0 +1,158 @@
+"""Shared fixtures: real responders started as processes on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class RunningResponder:
+    """A `server-responder serve` process and a small HTTP client for it."""
+
+    data_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def token(self) -> str:
+        return self.env.get("SERVER_RESPONDER_API_KEY") or (self.data_dir / "api_token").read_text().strip()
+
+    @property
+    def log_file(self) -> Path:
+        return Path(self.env["SERVER_RESPONDER_LOG_DIR"]) / "server-responder.log"
+
+    def start(self, timeout: float = 20) -> RunningResponder:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server_responder", "serve", "--port", "0"],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.url = match.group(1)
+                return self
+        self.stop()
+        raise RuntimeError("responder did not start:\n" + "".join(self.output))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        rest = self.process.stdout.read() if self.process.stdout else ""
+        self.output.append(rest or "")
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def request(self, method: str, path: str, *, body: Any = None, data: bytes | None = None,
+                headers: dict[str, str] | None = None, token: str | None | bool = True,
+                timeout: float = 60) -> HttpAnswer:
+        all_headers = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        if token is True:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        elif isinstance(token, str):
+            all_headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=all_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return HttpAnswer(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            return HttpAnswer(error.code, dict(error.headers), error.read())
+
+    def submit(self, script: str, *, wait: float = 30, **fields: Any) -> dict[str, Any]:
+        answer = self.request("POST", f"/jobs?wait={wait}", body={"script": script, **fields})
+        assert answer.status in (200, 202), answer.body
+        return answer.json()
+
+    def wait_for(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.request("GET", f"/jobs/{job_id}", token=False).json()
+            if job["status"] not in ("queued", "running"):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+def responder_env(base: Path, **settings: Any) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("SERVER_RESPONDER_", "AWS_"))}
+    env.update({
+        "SERVER_RESPONDER_DATA_DIR": str(base / "data"),
+        "SERVER_RESPONDER_LOG_DIR": str(base / "logs"),
+        "SERVER_RESPONDER_STORE": str(base / "results"),
+        "SERVER_RESPONDER_SYNC_WAIT_SECONDS": "10",
+    })
+    for key, value in settings.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        env[f"SERVER_RESPONDER_{key.upper()}"] = str(value)
+    return env
+
+
+@pytest.fixture
+def make_responder(tmp_path: Path) -> Iterator:
+    """Factory: `make_responder(workers=1, ...)` starts a responder with those settings."""
+    started: list[RunningResponder] = []
+
+    def make(start: bool = True, base: Path | None = None, **settings: Any) -> RunningResponder:
+        home = base or tmp_path / f"responder-{len(started)}"
+        home.mkdir(parents=True, exist_ok=True)
+        responder = RunningResponder(home / "data", responder_env(home, **settings))
+        started.append(responder)
+        return responder.start() if start else responder
+
+    yield make
+    for responder in started:
+        responder.stop()
+
+
+@pytest.fixture
+def responder(make_responder) -> RunningResponder:
+    return make_responder()
