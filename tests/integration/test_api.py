@@ -1,0 +1,430 @@
+"""Every route of the core against a real responder process."""
+
+import json
+import os
+import socket
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from server_responder.signing import sign_script
+from server_responder.web.app import api_routes
+
+CODE_SECRET = "example-code-secret"
+
+
+def files_below(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()
+
+
+def raw_request(url: str, raw_path: str) -> tuple[int, bytes]:
+    """Send a path exactly as given, without any client normalising `..` away."""
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(f"GET {raw_path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+# JSON API --------------------------------------------------------------------------------------------------
+
+
+def test_sync_job_returns_the_finished_job(responder):
+    answer = responder.request("POST", "/jobs?wait=20", body={"script": "import sys\nprint(5 + 4)\nsys.exit(3)"})
+    assert answer.status == 200
+    job = answer.json()
+    assert (job["status"], job["exit_status"], job["stdout"]) == ("failed", 3, "9\n")
+    assert len(job["id"]) == 40
+    for key in ("id", "type", "status", "exit_status", "signal", "stdout", "stderr", "output", "truncated",
+                "created_at", "started_at", "finished_at", "duration_s", "results_location", "artifacts"):
+        assert key in job
+
+
+def test_async_job_is_accepted_then_polled_without_the_token(responder):
+    answer = responder.request("POST", "/jobs", body={"script": "import time; time.sleep(0.5); print('done')"})
+    assert answer.status == 202
+    job = answer.json()
+    assert job["status"] in ("queued", "running")
+    assert answer.headers["Location"] == f"/jobs/{job['id']}"
+    finished = responder.wait_for(job["id"])
+    assert finished["status"] == "succeeded" and finished["stdout"] == "done\n"
+
+
+def test_result_document_and_artifacts_are_stored(responder):
+    script = ("import os\nos.makedirs('artifacts/sub', exist_ok=True)\n"
+              "open('artifacts/report.txt', 'w').write('hello')\nopen('artifacts/sub/data.json', 'w').write('{}')\n"
+              "os.symlink('/etc/passwd', 'artifacts/passwd')\nprint('made')")
+    job = responder.submit(script, results_location="reports/run-1")
+    assert job["status"] == "succeeded", (job["stderr"], job["error"])
+    assert {a["name"] for a in job["artifacts"]} == {"report.txt", "sub/data.json"}
+    document = responder.request("GET", "/results/reports/run-1").json()
+    assert document["results"] == "made\n" and document["exit_status"] == 0 and document["job_id"] == job["id"]
+    for key in ("cmd_run", "stdout", "stderr", "truncated", "timed_out", "started_at", "finished_at",
+                "duration_s", "artifacts"):
+        assert key in document
+    artifact = responder.request("GET", "/results/reports/run-1_artifact_files_report.txt")
+    assert artifact.body == b"hello" and artifact.headers["Content-Type"].startswith("text/plain")
+    index = responder.request("GET", "/results/reports/run-1_artifact_files").json()
+    assert [entry["key"] for entry in index] == ["reports/run-1_artifact_files_report.txt",
+                                                 "reports/run-1_artifact_files_sub/data.json"]
+
+
+def test_results_answer_202_while_the_job_is_pending_and_404_when_unknown(make_responder):
+    responder = make_responder(workers=1)
+    responder.request("POST", "/jobs", body={"script": "import time; time.sleep(1.5)", "results_location": "slow"})
+    pending = responder.request("GET", "/results/slow")
+    assert pending.status == 202 and pending.json()["not_complete"] is True
+    assert responder.request("GET", "/results/never/written").status == 404
+
+
+def test_timeout_ends_the_job_as_timed_out_with_partial_output(responder):
+    job = responder.submit("import time\nprint('partial', flush=True)\ntime.sleep(30)", timeout=1, wait=20)
+    assert job["status"] == "timed_out" and job["timed_out"] is True
+    assert job["stdout"] == "partial\n"
+
+
+def test_cancel_a_running_job(responder):
+    job = responder.request("POST", "/jobs", body={"script": "import time; time.sleep(30)"}).json()
+    time.sleep(0.3)
+    assert responder.request("DELETE", f"/jobs/{job['id']}").status in (200, 202)
+    assert responder.wait_for(job["id"])["status"] == "cancelled"
+    assert responder.request("DELETE", f"/jobs/{job['id']}", token=False).status == 401
+
+
+def test_list_jobs_needs_the_token(responder):
+    job = responder.submit("print(1)")
+    assert responder.request("GET", "/jobs", token=False).status == 401
+    listed = responder.request("GET", "/jobs").json()
+    assert job["id"] in [entry["id"] for entry in listed["jobs"]]
+    assert "stdout" not in listed["jobs"][0]
+
+
+def test_job_environment_has_no_token_and_no_aws_variables(make_responder):
+    responder = make_responder(api_key="the-api-token-value-1234")
+    responder.env["AWS_SECRET_ACCESS_KEY"] = "not-for-jobs"
+    job = responder.submit("import os, json; print(json.dumps(dict(os.environ)))", env={"MINE": "yes"})
+    seen = json.loads(job["stdout"])
+    assert seen["MINE"] == "yes"
+    assert not [name for name in seen if name.startswith(("AWS_", "SERVER_RESPONDER_"))]
+    assert "the-api-token-value-1234" not in job["stdout"]
+
+
+# Signed scripts --------------------------------------------------------------------------------------------
+
+
+def test_signed_script_runs_without_the_token(make_responder):
+    responder = make_responder(code_secret=CODE_SECRET)
+    signed = sign_script(CODE_SECRET, "print(5 + 4)", "python", "examples/nine", expires_in=60)
+    answer = responder.request("POST", "/jobs?wait=20", body=signed.as_fields(), token=False)
+    assert answer.status == 200, answer.body
+    assert answer.json()["stdout"] == "9\n"
+    assert answer.json()["results_location"] == "examples/nine"
+
+
+@pytest.mark.parametrize("tamper", [
+    {"results_location": "somewhere/else"}, {"language": "bash"}, {"script": "print(6)"},
+    {"expires": 4102444800}, {"env": {"X": "1"}},
+])
+def test_signed_script_cannot_be_changed(make_responder, tamper):
+    responder = make_responder(code_secret=CODE_SECRET)
+    signed = sign_script(CODE_SECRET, "print(5 + 4)", "python", "examples/nine", expires_in=60)
+    answer = responder.request("POST", "/jobs", body={**signed.as_fields(), **tamper}, token=False)
+    assert answer.status in (400, 401)
+    assert answer.json()["error"] in ("bad_request", "unauthorized")
+
+
+def test_expired_signature_is_refused(make_responder):
+    responder = make_responder(code_secret=CODE_SECRET)
+    signed = sign_script(CODE_SECRET, "print(1)", "python", expires_in=-5)
+    answer = responder.request("POST", "/jobs", body=signed.as_fields(), token=False)
+    assert answer.status == 401 and "expired" in answer.json()["detail"]
+
+
+# The original form protocol --------------------------------------------------------------------------------
+
+
+def form(fields: dict) -> bytes:
+    return urllib.parse.urlencode(fields).encode()
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_form_protocol_with_api_token(responder):
+    payload = json.dumps({"script_payload": "print(5 + 4)", "language": "python", "results_location": "form/one"})
+    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 200
+    body = answer.json()
+    assert body["results"] == "9\n" and body["exit_status"] == 0 and body["results_location"] == "form/one"
+
+
+def test_form_protocol_answers_202_past_the_sync_wait(make_responder):
+    responder = make_responder(sync_wait_seconds=0.2)
+    payload = json.dumps({"script_payload": "import time; time.sleep(2)", "language": "python"})
+    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 202
+    assert answer.json()["not_complete"] is True
+    assert responder.wait_for(answer.json()["job_id"])["status"] == "succeeded"
+
+
+def test_form_protocol_bad_token_is_401_json(responder):
+    payload = json.dumps({"script_payload": "print(1)", "language": "python"})
+    answer = responder.request("POST", "/", data=form({"api_token": "wrong", "payload": payload}), headers=FORM,
+                               token=False)
+    assert answer.status == 401 and answer.json()["error"] == "unauthorized"
+
+
+def test_form_protocol_with_signed_script(make_responder):
+    responder = make_responder(code_secret=CODE_SECRET)
+    signed = sign_script(CODE_SECRET, "print(2 + 2)", "python", None, expires_in=60)
+    payload = json.dumps({"script_payload": signed.script, "language": "python", "expires": signed.expires})
+    answer = responder.request("POST", "/", data=form({"signature": signed.signature, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 200 and answer.json()["results"] == "4\n"
+
+
+def test_legacy_signatures_only_when_enabled(make_responder):
+    from server_responder.signing import legacy_signature
+
+    script = "print(3 * 3)"
+    fields = {"signature": legacy_signature(CODE_SECRET, script),
+              "payload": json.dumps({"script_payload": script, "language": "python"})}
+    strict = make_responder(code_secret=CODE_SECRET)
+    refused = strict.request("POST", "/", data=form(fields), headers=FORM, token=False)
+    assert refused.status == 401 and "legacy" in refused.json()["detail"]
+    lenient = make_responder(code_secret=CODE_SECRET, accept_legacy_signatures="true")
+    accepted = lenient.request("POST", "/", data=form(fields), headers=FORM, token=False)
+    assert accepted.status == 200 and accepted.json()["results"] == "9\n"
+
+
+def test_form_protocol_names_a_job_type_this_build_cannot_run(responder):
+    payload = json.dumps({"project": "owner/name", "project_request": "/hello"})
+    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 501
+    assert answer.json()["type"] == "project_request"
+
+
+# Errors ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({}, "script"),
+    ({"script": ""}, "script"),
+    ({"script": 5}, "script"),
+    ({"script": "print(1)", "language": "cobol"}, "language"),
+    ({"script": "print(1)", "timeout": -1}, "timeout"),
+    ({"script": "print(1)", "timeout": 10**9}, "timeout"),
+    ({"script": "print(1)", "timeout": "soon"}, "timeout"),
+    ({"script": "print(1)", "env": {"BAD NAME": "x"}}, "env"),
+    ({"script": "print(1)", "env": ["x"]}, "env"),
+    ({"script": "print(1)", "surprise": 1}, "surprise"),
+    ({"type": "teleport"}, "type"),
+])
+def test_bad_fields_answer_400_naming_the_field(responder, body, field):
+    answer = responder.request("POST", "/jobs", body=body)
+    assert answer.status == 400
+    assert answer.json()["field"] == field
+    assert field in answer.json()["detail"]
+
+
+def test_unknown_language_lists_the_available_ones(responder):
+    detail = responder.request("POST", "/jobs", body={"script": "x", "language": "cobol"}).json()["detail"]
+    assert "python" in detail
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b"", b"\xff\xfe"])
+def test_malformed_json_is_400(responder, data):
+    answer = responder.request("POST", "/jobs", data=data, headers={"Content-Type": "application/json"})
+    assert answer.status == 400
+    assert answer.json()["error"] == "bad_request"
+
+
+def test_missing_token_is_401(responder):
+    answer = responder.request("POST", "/jobs", body={"script": "print(1)"}, token=False)
+    assert answer.status == 401
+    assert responder.request("POST", "/jobs", body={"script": "print(1)"}, token="wrong").status == 401
+
+
+def test_unknown_route_is_404_and_wrong_method_is_405(responder):
+    assert responder.request("GET", "/nowhere").status == 404
+    assert responder.request("GET", "/jobs/" + "0" * 40).status == 404
+    answer = responder.request("PUT", "/health", data=b"")
+    assert answer.status == 405 and answer.headers["Allow"] == "GET"
+    assert answer.json()["error"] == "method_not_allowed"
+
+
+def test_body_over_the_limit_is_413(make_responder):
+    responder = make_responder(max_body_bytes=2048)
+    answer = responder.request("POST", "/jobs", body={"script": "#" * 5000})
+    assert answer.status == 413 and answer.json()["error"] == "payload_too_large"
+
+
+def test_full_queue_answers_429_with_retry_after(make_responder):
+    responder = make_responder(workers=1, queue_size=1)
+    slow = {"script": "import time; time.sleep(3)"}
+    statuses = [responder.request("POST", "/jobs", body=slow).status for _ in range(4)]
+    assert statuses[:2] == [202, 202]
+    answer = responder.request("POST", "/jobs", body=slow)
+    assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
+    assert answer.json()["error"] == "queue_full"
+
+
+@pytest.mark.parametrize("location", ["../escape", "/etc/cron.d/x", "a/../../b", "a/./b", "has space", "x" * 600,
+                                      "back\\slash", "new\nline"])
+def test_traversal_and_odd_results_locations_are_400_and_write_nothing(responder, location):
+    before = files_below(responder.data_dir.parent)
+    answer = responder.request("POST", "/jobs", body={"script": "print(1)", "results_location": location})
+    assert answer.status == 400 and answer.json()["field"] == "results_location"
+    time.sleep(0.2)
+    after = files_below(responder.data_dir.parent)
+    assert {p for p in after - before if not p.startswith("logs")} == set()
+
+
+@pytest.mark.parametrize("raw_path", ["/results/../../etc/passwd", "/results/%2e%2e/%2e%2e/etc/passwd",
+                                      "/results/a/%2e%2e/b", "/results/a%00b"])
+def test_traversal_in_result_paths_never_escapes(responder, raw_path):
+    status, body = raw_request(responder.url, raw_path)
+    assert status in (400, 401, 404)
+    assert b"root:" not in body
+
+
+def test_traversal_in_result_key_with_token_is_400(responder):
+    answer = responder.request("GET", "/results/a/%2e%2e/b")
+    assert answer.status in (400, 404)
+    assert b"root:" not in answer.body
+
+
+def test_no_500_or_traceback_for_a_garbage_request(responder):
+    status, body = raw_request(responder.url, "/jobs/%ff%fe")
+    assert status == 404 and b"Traceback" not in body
+
+
+# Status routes ---------------------------------------------------------------------------------------------
+
+
+def test_status_routes(responder):
+    assert responder.request("GET", "/health", token=False).json()["status"] == "ok"
+    index = responder.request("GET", "/index", token=False).json()
+    assert isinstance(index, list) and "script" in [entry["type"] for entry in index]
+    page = responder.request("GET", "/", token=False)
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    before = responder.request("GET", "/last_job", token=False).json()
+    responder.submit("print(1)")
+    after = responder.request("GET", "/last_job", token=False).json()
+    assert after["last_time"] is not None and after["last_time"] >= (before["last_time"] or "")
+    assert after["running_jobs"] == 0 and after["queued_jobs"] == 0
+
+
+def test_last_job_survives_a_restart(responder):
+    responder.submit("print(1)")
+    recorded = responder.request("GET", "/last_job", token=False).json()["last_time"]
+    responder.stop()
+    responder.start()
+    assert responder.request("GET", "/last_job", token=False).json()["last_time"] == recorded
+
+
+def test_openapi_describes_exactly_the_served_routes(responder):
+    document = responder.request("GET", "/openapi.json", token=False).json()
+    assert document["openapi"].startswith("3.1")
+    described = {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
+    served = {(route.method, route.pattern.replace(":path}", "}")) for route in api_routes(_Stub())}
+    assert described == served
+
+
+class _Stub:
+    """Enough of a Responder to list routes without starting anything."""
+
+    def __getattr__(self, name):
+        return _Stub()
+
+
+# Restarts and crashes --------------------------------------------------------------------------------------
+
+
+def test_queued_jobs_survive_a_crash_and_running_ones_are_interrupted(make_responder, tmp_path):
+    responder = make_responder(workers=1)
+    marker = tmp_path / "ran"
+    running = responder.request("POST", "/jobs", body={"script": "import time; time.sleep(30)",
+                                                       "results_location": "crash/running"}).json()
+    queued = [responder.request("POST", "/jobs", body={
+        "script": f"open({str(marker)!r} + '-{n}', 'w').write('x'); print({n})"}).json() for n in range(3)]
+    time.sleep(0.5)
+    responder.kill()
+    responder.start()
+    for n, job in enumerate(queued):
+        finished = responder.wait_for(job["id"])
+        assert finished["status"] == "succeeded" and finished["stdout"] == f"{n}\n"
+    interrupted = responder.request("GET", f"/jobs/{running['id']}", token=False).json()
+    assert interrupted["status"] == "interrupted"
+    document = responder.request("GET", "/results/crash/running").json()
+    assert document["status"] == "interrupted"
+
+
+def test_graceful_stop_keeps_queued_jobs(make_responder):
+    responder = make_responder(workers=1)
+    responder.request("POST", "/jobs", body={"script": "import time; time.sleep(30)"})
+    waiting = responder.request("POST", "/jobs", body={"script": "print('later')"}).json()
+    time.sleep(0.3)
+    assert responder.stop() == 0
+    responder.start()
+    assert responder.wait_for(waiting["id"])["stdout"] == "later\n"
+
+
+# Logs ------------------------------------------------------------------------------------------------------
+
+
+def test_logs_are_json_with_job_events_and_no_secrets(make_responder):
+    responder = make_responder(api_key="super-secret-api-token-123", code_secret=CODE_SECRET)
+    job = responder.submit("print(1)")
+    form_fields = form({"api_token": "super-secret-api-token-123",
+                        "payload": json.dumps({"script_payload": "print(1)", "language": "python"})})
+    responder.request("POST", "/?api_token=super-secret-api-token-123", data=form_fields, headers=FORM,
+                      token=False)
+    responder.stop()
+    lines = responder.log_file.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    events = {(r.get("event"), r.get("job_id")) for r in records}
+    for event in ("job.accepted", "job.started", "job.finished"):
+        assert (event, job["id"]) in events
+    finished = next(r for r in records if r.get("event") == "job.finished" and r.get("job_id") == job["id"])
+    assert finished["exit_status"] == 0 and finished["type"] == "script" and "duration_s" in finished
+    assert any(r["logger"].startswith("cherrypy.access") for r in records)
+    text = responder.log_file.read_text()
+    assert "super-secret-api-token-123" not in text and CODE_SECRET not in text
+
+
+def test_generated_token_is_stored_with_mode_0600(responder):
+    token_file = responder.data_dir / "api_token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert len(token_file.read_text().strip()) >= 32
+    assert any(str(token_file) in line for line in responder.output)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_jobs_run_as_the_job_user(make_responder):
+    import shutil
+    import tempfile
+
+    # pytest's own temporary directories are private to root; a job user must be able to reach its work dir.
+    base = Path(tempfile.mkdtemp(prefix="sr-job-user-"))
+    base.chmod(0o711)
+    responder = make_responder(base=base, job_user="nobody")
+    job = responder.submit("import os\nos.makedirs('artifacts', exist_ok=True)\n"
+                           "open('artifacts/who.txt', 'w').write(str(os.getuid()))\nprint(os.getuid())")
+    import pwd
+
+    assert job["status"] == "succeeded", (job["stderr"], job["error"])
+    assert job["stdout"].strip() == str(pwd.getpwnam("nobody").pw_uid)
+    assert [a["name"] for a in job["artifacts"]] == ["who.txt"]
+    secrets = responder.submit(f"print(open({str(responder.data_dir / 'api_token')!r}).read())")
+    assert secrets["status"] == "failed" and "Permission denied" in secrets["stderr"]
+    responder.stop()
+    shutil.rmtree(base)
