@@ -208,7 +208,7 @@ def _read_input(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="server-responder", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for name, (_, configure, help_text) in COMMANDS.items():
         configure(subcommands.add_parser(name, help=help_text, description=help_text))
     return parser
@@ -216,14 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    function = COMMANDS[args.command][0]
+    function = COMMANDS[args.subcommand][0]
     try:
         return function(args)
     except SettingsError as error:
         print(f"server-responder: invalid settings: {error}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as error:
-        print(f"server-responder {args.command}: {error}", file=sys.stderr)
+        print(f"server-responder {args.subcommand}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
