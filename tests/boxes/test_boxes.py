@@ -133,13 +133,6 @@ def test_job_through_nginx_tls(box_run: BoxRun) -> None:
         assert (job["status"], job["exit_status"], job["stdout"]) == ("succeeded", 0, "9\n"), job
 
 
-def test_job_needs_the_token(box_run: BoxRun) -> None:
-    with box_run.step("job without token"):
-        status, answer = https(box_run, "POST", "/jobs?wait=5", {"type": "script", "language": "python",
-                                                                  "script": "print(1)"})
-        assert status == 401, answer
-
-
 def test_image_build_leaves_no_secret(box_run: BoxRun) -> None:
     with box_run.step("image build"):
         provision(box_run, "image build", IMAGE_VARS)
