@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -35,6 +36,8 @@ DEBOOTSTRAP_PACKAGES = (
 )
 RUNS_KEPT_DAYS = 7
 CONTROL_DIR = Path("/run/sr-boxes")
+# The ansible-playbook of the Python running the tests (the project's venv), on the PATH or not.
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 class BoxError(RuntimeError):
@@ -486,7 +489,7 @@ class Box:
         started = time.monotonic()
         with log.open("w") as sink:
             try:
-                result = subprocess.run(["ansible-playbook", str(playbook), "-e", f"@{vars_file}"], env=env,
+                result = subprocess.run([str(ANSIBLE_PLAYBOOK), str(playbook), "-e", f"@{vars_file}"], env=env,
                                         stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         timeout=timeout, cwd=playbook.parent.parent)
                 returncode = result.returncode

@@ -13,6 +13,9 @@ import pytest
 
 from boxes import RUNS_DIR, SPECS, TIMINGS, Box, BoxRun, ensure_rootfs, host_mirror, make_ssh_key, prune_old_runs
 
+RUN_DIRS: list[Path] = []
+
+
 @dataclass(frozen=True)
 class BoxSession:
     run_dir: Path
@@ -30,6 +33,7 @@ def box_session() -> BoxSession:
     prune_old_runs()
     run_dir = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir.mkdir(parents=True)
+    RUN_DIRS.append(run_dir)
     return BoxSession(run_dir, make_ssh_key(run_dir), host_mirror())
 
 
@@ -54,6 +58,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("test box timings")
     for suite, what, seconds in TIMINGS:
         terminalreporter.write_line(f"{suite:<9} {what:<42} {seconds:7.1f} s")
-    runs = sorted(RUNS_DIR.glob("*-*")) if RUNS_DIR.is_dir() else []
-    if runs:
-        terminalreporter.write_line(f"logs of the last run: {runs[-1]}")
+    for run_dir in RUN_DIRS:
+        terminalreporter.write_line(f"logs of every step: {run_dir}")
