@@ -5,15 +5,19 @@ from __future__ import annotations
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
+from server_responder.last_request import RequestRecorder
 from server_responder.responder import Responder
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
+from server_responder.web.pages import PagesApi
 
 
 def api_routes(responder: Responder) -> list[Route]:
-    routes: list[Route] = JobsApi(responder).routes()
+    recorder = RequestRecorder(lambda: responder.settings.secrets())
+    routes: list[Route] = JobsApi(responder, recorder).routes()
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
+    routes.extend(PagesApi(responder, recorder).routes())
     return routes
 
 

@@ -22,12 +22,12 @@ def _op(summary: str, responses: dict[str, Any], *, security: list | None = None
     return operation
 
 
+_HTML_PAGE = {"200": {"description": "HTML page", "content": {"text/html": {}}}}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{40}$"}}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/": {
-        "get": _op("A page saying the responder is alive",
-                   {"200": {"description": "HTML page", "content": {"text/html": {}}}}),
+        "get": _op("What this responder is, its version, health and idle state", _HTML_PAGE),
         "post": _op(
             "Submit a job with the original form protocol (api_token or signature, payload, command)",
             {"200": _json("FormResult", "The job finished within sync_wait_seconds"),
@@ -79,6 +79,17 @@ PATHS: dict[str, dict[str, Any]] = {
     "/index": {"get": _op("Job types this responder runs, with their fields",
                           {"200": {"description": "A list of job types",
                                    "content": {"application/json": {"schema": {"type": "array"}}}}})},
+    "/example": {"get": _op("Example scripts, signed when the page is rendered, to run from the page", _HTML_PAGE)},
+    "/admin": {"get": _op("Recent jobs, the last request (credentials redacted), idle state and settings",
+                          {**_HTML_PAGE, "401": _ERROR, "404": _ERROR},
+                          description="HTTP basic auth, user `admin`, password `admin_pass`; 404 when no "
+                                      "admin_pass is configured.")},
+    "/static/{name}": {"get": _op("The pages' stylesheet, script and icon",
+                                  {"200": {"description": "The file", "content": {
+                                      "text/css": {}, "text/javascript": {}, "image/svg+xml": {}}},
+                                   "404": _ERROR},
+                                  parameters=[{"name": "name", "in": "path", "required": True,
+                                               "schema": {"type": "string"}}])},
     "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1",
                                                            "content": {"application/json": {}}}})},
 }
