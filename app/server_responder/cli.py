@@ -1,4 +1,4 @@
-"""The `server-responder` command: serve, submit, sign, config."""
+"""The `server-responder` command: serve, submit, sign, config (and cat, prune, presign from cli_results)."""
 
 from __future__ import annotations
 
@@ -228,3 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# Imported last: these modules register their commands with the decorator above.
+from server_responder import cli_results  # noqa: E402, F401
