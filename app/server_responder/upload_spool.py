@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -85,10 +86,13 @@ class UploadSpool:
             _check_url(url)
         name = _entry_name(key, url)
         header = {"key": key, "content_type": content_type, "url": url, "queued_ns": time.time_ns()}
+        # Made durable only when it will stay: the usual upload succeeds at once and never needs the fsync.
+        due = self._due(name, url, self.clock())
         with self._lock(name):
-            write_atomically(self.directory / name, json.dumps(header).encode() + b"\n" + body, mode=0o600)
-        if self._due(name, url, self.clock()):
-            self._deliver(name)
+            write_atomically(self.directory / name, json.dumps(header).encode() + b"\n" + body, mode=0o600,
+                             durable=not due)
+        if due and not self._deliver(name):
+            self._make_durable(name)
 
     def read(self, key: str) -> StoredObject | None:
         """The newest not yet delivered version of `key` for the remote store, if any."""
@@ -214,6 +218,22 @@ class UploadSpool:
             "event": "upload.abandoned", "key": upload.key if upload else None,
             "destination": upload.destination if upload else None, "reason": reason,
             "kept_in": str(self.failed_directory)})
+
+    def _make_durable(self, name: str) -> None:
+        with self._lock(name):
+            try:
+                descriptor = os.open(self.directory / name, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def _remove_partial_writes(self) -> None:
         cutoff = time.time() - _PARTIAL_WRITE_AGE_SECONDS
