@@ -96,14 +96,13 @@ class JobsApi:
             validate_key(key, "key")
         except InvalidKey as error:
             raise HttpError(400, "bad_request", str(error), field="key") from None
+        unavailable = None
         try:
             stored = self.responder.store.get(key)
         except StoreUnavailable as error:
             stored, unavailable = None, error
-        else:
-            unavailable = None
-            if stored is not None:
-                return Response(stored.body, content_type=stored.content_type)
+        if stored is not None:
+            return Response(stored.body, content_type=stored.content_type)
         pending = self.jobs.pending_for(key)
         if pending is not None:
             return Response({"not_complete": True, "status": pending.status, "job_id": pending.id}, status=202)
