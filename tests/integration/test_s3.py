@@ -138,10 +138,13 @@ def s3(tmp_path):
 def s3_responder(make_responder, s3):
     """Factory for responders storing in S3, with short retry settings and the endpoint's credentials."""
 
-    def make(start: bool = True, **settings):
+    def make(start: bool = True, endpoint_setting: bool = False, **settings):
         responder = make_responder(start=False, store=STORE, upload_retry_seconds=0.2,
                                    upload_retry_max_seconds=1, **settings)
         responder.env.update(s3.env())
+        if endpoint_setting:
+            del responder.env["AWS_ENDPOINT_URL_S3"]
+            responder.env["SERVER_RESPONDER_S3_ENDPOINT_URL"] = s3.url
         return responder.start() if start else responder
 
     return make
@@ -212,7 +215,7 @@ def test_local_and_s3_stores_hold_the_same_keys_and_documents(make_responder, s3
 
 
 def test_objects_are_private_unless_public_results_is_set(s3_responder, s3):
-    private = s3_responder()
+    private = s3_responder(endpoint_setting=True)
     private.submit("print(1)", results_location="acl/private")
     public = s3_responder(public_results="true")
     job = public.submit(ARTIFACTS_SCRIPT, results_location="acl/public")
