@@ -22,6 +22,7 @@ from server_responder.keys import default_location
 from server_responder.runner import JobUser, ProcessOutcome, job_environment, run_process
 from server_responder.settings import Settings
 from server_responder.store import ResultStore, put_json
+from server_responder.upload_spool import UploadSpool, UploadUrlStore, upload_targets
 
 log = logging.getLogger("server_responder.jobs")
 
@@ -80,9 +81,12 @@ class Executor(Protocol):
 
 class JobService:
     def __init__(self, settings: Settings, store: ResultStore, clock: IdleClock,
-                 executors: Mapping[str, Executor]) -> None:
+                 executors: Mapping[str, Executor], uploads: UploadSpool | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.uploads = uploads or UploadSpool(settings.data_dir / "uploads", None,
+                                              retry_seconds=settings.upload_retry_seconds,
+                                              retry_max_seconds=settings.upload_retry_max_seconds)
         self.clock = clock
         self.executors = dict(executors)
         self.spool = JobSpool(settings.data_dir / "jobs")
@@ -95,6 +99,7 @@ class JobService:
         self._accepting = False
         self._stopping = False
         self._finished_listeners: list[Callable[[Job], None]] = []
+        self._spooled = 0
 
     # Life cycle -----------------------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class JobService:
         return self._accepting
 
     def _recover(self) -> None:
+        self._spooled = self.spool.count()
         for job in self.spool.load_all():
             if job.status == RUNNING:
                 job.status = INTERRUPTED
@@ -162,10 +168,11 @@ class JobService:
                 raise NotAccepting("the responder is not accepting jobs")
             if len(self._queue) >= self.settings.queue_size:
                 raise QueueFull(f"the queue is full ({self.settings.queue_size} jobs waiting)")
-            # Spooled before it is acknowledged: an accepted job survives a crash.
-            self.spool.save(job)
+            # Spooled, durably, before it is acknowledged: an accepted job survives a crash.
+            self.spool.save(job, durable=True)
             self._queue.append(job)
             self._active[job.id] = job
+            self._spooled += 1
             self._condition.notify()
         log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
                                         "request_id": request_id, "results_location": job.results_location})
@@ -201,6 +208,13 @@ class JobService:
                     return job
         return None
 
+    def store_for(self, job: Job) -> ResultStore:
+        """Where a job's objects go: the service's store, and the caller's presigned URLs when it sent any."""
+        upload_urls = job.spec.get("upload_urls")
+        if not upload_urls:
+            return self.store
+        return UploadUrlStore(self.store, self.uploads, upload_targets(job.results_location, upload_urls))
+
     def counts(self) -> dict[str, int]:
         with self._condition:
             queued = len(self._queue)
@@ -229,7 +243,6 @@ class JobService:
                 return found
             if job.status == QUEUED:
                 self._queue.remove(job)
-                del self._active[job.id]
                 job.status = CANCELLED
                 job.finished_at = utc_now()
                 job.error = "cancelled before it started"
@@ -266,7 +279,7 @@ class JobService:
         started = time.monotonic()
         workspace = self._make_workspace(job.id)
         try:
-            context = JobContext(job, self.settings, self.store, workspace, cancel, self.run_as)
+            context = JobContext(job, self.settings, self.store_for(job), workspace, cancel, self.run_as)
             try:
                 self.executors[job.type].execute(context)
             except Exception as error:
@@ -286,9 +299,6 @@ class JobService:
                 job.status = FAILED
         finally:
             self._remove_workspace(workspace)
-        with self._condition:
-            self._active.pop(job.id, None)
-            self._cancels.pop(job.id, None)
         job.finished_at = utc_now()
         self._finish(job)
 
@@ -298,7 +308,10 @@ class JobService:
         self._publish(job)
         self.spool.save(job)
         self.clock.job_finished()
+        # Only now, with the result stored and spooled, do readers stop seeing the job as active.
         with self._condition:
+            self._active.pop(job.id, None)
+            self._cancels.pop(job.id, None)
             self._condition.notify_all()
         log.info("job finished", extra={"event": "job.finished", "job_id": job.id, "type": job.type,
                                         "status": job.status, "exit_status": job.exit_status,
@@ -312,18 +325,23 @@ class JobService:
 
     def _publish(self, job: Job) -> None:
         try:
-            put_json(self.store, job.results_location, job.result_document())
+            put_json(self.store_for(job), job.results_location, job.result_document())
         except Exception as error:
             job.error = job.error or f"result not stored: {error}"
             log.exception("result not stored", extra={"event": "job.store_error", "job_id": job.id})
 
     def _prune_spool(self) -> None:
+        # Pruning lists the whole spool, so it waits until a tenth more than the retained jobs piled up.
+        retained = self.settings.jobs_retained
+        if self._spooled <= retained + max(1, retained // 10):
+            return
         paths = sorted(self.spool.directory.glob("*.json"), key=_mtime, reverse=True)
-        for path in paths[self.settings.jobs_retained:]:
+        for path in paths[retained:]:
             with self._condition:
                 if path.stem in self._active:
                     continue
             path.unlink(missing_ok=True)
+        self._spooled = self.spool.count()
 
     def _make_workspace(self, job_id: str) -> Path:
         workspace = self.settings.work_dir / job_id
