@@ -17,7 +17,7 @@ def api_routes(responder: Responder) -> list[Route]:
     routes: list[Route] = JobsApi(responder, recorder).routes()
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
-    routes.extend(PagesApi(responder, recorder).routes())
+    routes.extend(PagesApi(responder, status, recorder).routes())
     return routes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from server_responder.responder import Responder
 from server_responder.signing import sign_script
 from server_responder.web.api import StatusApi
 from server_responder.web.http import HttpError, Incoming, Response, Route
+
+log = logging.getLogger("server_responder.web")
 
 ADMIN_USER = "admin"
 # Long enough to read a page and press Run, short enough that a copied signature soon stops working.
@@ -76,10 +79,11 @@ _EXAMPLE = PageTemplate(
 class PagesApi:
     """Renders the pages from `templates/` and serves `static/`; every page carries a strict CSP."""
 
-    def __init__(self, responder: Responder, recorder: RequestRecorder | None = None) -> None:
+    def __init__(self, responder: Responder, status: StatusApi, recorder: RequestRecorder | None = None) -> None:
         self.responder = responder
         self.recorder = recorder
-        self._status = StatusApi(responder, [])
+        # The pages show what the JSON status routes answer, so both always agree.
+        self._status = status
         self._static = static_files()
 
     def routes(self) -> list[Route]:
@@ -105,28 +109,29 @@ class PagesApi:
         settings = self.responder.settings
         if settings.code_secret is None:
             return _page("Examples", template("example_disabled.html").render())
-        secret = settings.code_secret.reveal()
         examples = [example for example in EXAMPLES if example.language in settings.languages]
+        if not examples:
+            return _page("Examples", Markup("<h1>Examples</h1>\n<p>No example's language is configured.</p>"))
+        secret = settings.code_secret.reveal()
         sections = []
-        expires = None
         for example in examples:
             signed = sign_script(secret, example.script, example.language, None,
                                  expires_in=EXAMPLE_SIGNATURE_SECONDS)
-            expires = signed.expires
             sections.append(_EXAMPLE.render(job=json.dumps(signed.as_fields()), title=example.title,
                                             language=example.language, script=example.script))
-        body = template("example.html").render(
-            examples=join(sections) if sections else Markup("<p>No example's language is configured.</p>"),
-            expires_at=_iso(expires) if expires is not None else "",
-            minutes=EXAMPLE_SIGNATURE_SECONDS // 60,
-        )
+        body = template("example.html").render(examples=join(sections), expires_at=_iso(signed.expires),
+                                               minutes=EXAMPLE_SIGNATURE_SECONDS // 60)
         return _page("Examples", body, script="/static/example.js")
 
     def admin(self, incoming: Incoming) -> Response:
         admin_pass = self.responder.settings.admin_pass
         if admin_pass is None:
             raise HttpError(404, "not_found", f"no route for {incoming.path}")
-        if not basic_credentials_match(incoming.headers.get("Authorization"), ADMIN_USER, admin_pass.reveal()):
+        presented = incoming.headers.get("Authorization")
+        if not basic_credentials_match(presented, ADMIN_USER, admin_pass.reveal()):
+            if presented:
+                log.warning("admin credentials refused", extra={"event": "admin.refused", "remote": incoming.remote,
+                                                                 "request_id": incoming.request_id})
             raise HttpError(401, "unauthorized", "the admin page needs the admin user and password",
                             headers={"WWW-Authenticate": 'Basic realm="server-responder admin", charset="UTF-8"'})
         last = self.recorder.last if self.recorder is not None else None
