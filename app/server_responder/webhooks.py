@@ -136,7 +136,8 @@ class DeliveryLog:
             return None
 
     def record(self, delivery: str, job_id: str) -> None:
-        write_atomically(self.directory / f"{delivery}.json", json.dumps({"job_id": job_id}).encode(), mode=0o600)
+        write_atomically(self.directory / f"{delivery}.json", json.dumps({"job_id": job_id}).encode(), mode=0o600,
+                         durable=True)
         self._prune()
 
     def _prune(self) -> None:

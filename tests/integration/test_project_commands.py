@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -81,6 +82,19 @@ def test_default_command_when_none_is_given(make_responder, project):
     responder = make_responder(repo_base_url=project.base_url, default_command="echo default command ran")
     job = run_command(responder, project="acme/widget")
     assert job["stdout"] == "default command ran\n" and job["cmd_run"] == "echo default command ran"
+
+
+def test_commit_key_answers_202_while_the_job_that_writes_it_runs(make_responder, project):
+    sha = project.commit({"README": "x"})
+    responder = make_responder(repo_base_url=project.base_url)
+    job = responder.request("POST", "/jobs", body={"type": "command", "project": "acme/widget",
+                                                    "command": "sleep 3; echo done"}).json()
+    seen = set()
+    while responder.request("GET", f"/jobs/{job['id']}", token=False).json()["status"] in ("queued", "running"):
+        seen.add(responder.request("GET", f"/results/acme/widget/{sha}").status)
+        time.sleep(0.05)
+    assert 202 in seen
+    assert result(responder, f"acme/widget/{sha}")["results"] == "done\n"
 
 
 def test_unknown_ref_fails_the_job_with_a_clear_message(make_responder, project):
