@@ -220,7 +220,12 @@ class CommandExecutor:
                 raise ProjectFailure(f"history of {project}: {error}") from None
             return [(sha, sha) for sha in shas]
         # Every commit is resolved before anything runs: one unknown ref fails the job up front.
-        return [(revision, self.projects.resolve(mirror, project, revision)) for revision in commits]
+        resolved = [(revision, self.projects.resolve(mirror, project, revision)) for revision in commits]
+        # Two names for one commit run it once: a second run would only overwrite the first one's result.
+        unique: dict[str, tuple[str, str]] = {}
+        for revision, sha in resolved:
+            unique.setdefault(sha, (revision, sha))
+        return list(unique.values())
 
     @staticmethod
     def _locations(template: str | None, given: str | None, targets: list[tuple[str, str]]) -> list[str | None]:

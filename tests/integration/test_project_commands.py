@@ -112,7 +112,7 @@ def test_comma_list_runs_each_commit_with_its_own_location(make_responder, proje
     second = project.commit({"README": "two\n"})
     third = project.commit({"README": "three\n"})
     responder = make_responder(repo_base_url=project.base_url)
-    commits = f"{first},{third}"
+    commits = f"{first},{third},main"
     job = run_command(responder, project="acme/widget", command="cat README", commit=commits,
                       results_location=f"churn/acme_{commits}_report")
     assert job["status"] == "succeeded", job
