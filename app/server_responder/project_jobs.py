@@ -238,7 +238,7 @@ class CommandExecutor:
                  locations: list[str | None]) -> list[tuple[Run, str]]:
         spec = context.job.spec
         runs = []
-        for (given, sha), location in zip(targets, locations):
+        for (given, sha), location in zip(targets, locations, strict=True):
             if context.cancel.is_set():
                 break
             run = Run(commit=given, sha=sha, cmd_run=spec["command"])

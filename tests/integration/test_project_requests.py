@@ -148,3 +148,24 @@ def test_hostile_project_requests_are_refused(make_responder, project, tmp_path)
         assert (answer.status, answer.json().get("field")) == (400, field)
     assert responder.request("GET", "/jobs").json()["jobs"] == []
     assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_the_app_runs_as_the_job_user(make_responder, project):
+    import pwd
+    import shutil
+    import tempfile
+
+    project.commit({"app.py": APP, "Procfile": "web: id -u; exec python3 app.py\n"})
+    # pytest's own temporary directories are private to root; a job user must be able to reach its work dir.
+    base = Path(tempfile.mkdtemp(prefix="sr-request-user-"))
+    base.chmod(0o711)
+    try:
+        responder = make_responder(base=base, job_user="nobody", repo_base_url=project.base_url)
+        job = request_job(responder, project_request="/as-nobody")
+        assert job["status"] == "succeeded", (job["error"], job["output"])
+        assert job["stdout"].splitlines()[0] == str(pwd.getpwnam("nobody").pw_uid)
+        assert json.loads(job["details"]["response"]["body"])["path"] == "/as-nobody"
+        responder.stop()
+    finally:
+        shutil.rmtree(base)

@@ -138,9 +138,8 @@ def test_history_follows_only_the_default_branch(project: GitProject, mirrors: M
 
 def test_files_are_read_from_the_commit_never_through_a_link(project: GitProject, mirrors: Mirrors):
     sha = project.commit({".deferred_server": "make test\n"})
-    linked = project.commit({".deferred_server": None})
-    (project.work / ".deferred_server").symlink_to("/etc/passwd")
-    linked = project.commit({}, "link")
+    project.commit({".deferred_server": None})
+    linked = project.symlink(".deferred_server", "/etc/passwd")
     mirror = mirrors.update(project.project)
     assert mirrors.read_file(mirror, sha, ".deferred_server").text == "make test\n"
     assert mirrors.read_file(mirror, linked, ".deferred_server") is None
