@@ -398,6 +398,7 @@ class WebProcess:
         job.cmd_run = self.command
         job.details["request"] = {"method": spec["method"], "path": spec["path"], "port": self.port}
         thread.start()
+        threading.Thread(target=self._stop_when_cancelled, daemon=True, name=f"web-cancel-{job.id[:8]}").start()
         try:
             boot = self._wait_for_port(thread)
             response = self._send(request_timeout) if boot == "listening" else None
@@ -429,6 +430,12 @@ class WebProcess:
         job.output = response["body"]
         job.truncated = job.truncated or response["truncated"]
         job.exit_status = 0
+
+    def _stop_when_cancelled(self) -> None:
+        # Stopping the app also ends a request in flight, so a cancelled job does not wait for its timeout.
+        while not self._stop.wait(_PORT_POLL_SECONDS):
+            if self.context.cancel.is_set():
+                self._stop.set()
 
     def _run(self, process_context: JobContext, lifetime: float) -> None:
         env = {**self.env, "PORT": str(self.port)}

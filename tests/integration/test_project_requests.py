@@ -169,3 +169,34 @@ def test_the_app_runs_as_the_job_user(make_responder, project):
         responder.stop()
     finally:
         shutil.rmtree(base)
+
+
+HANGING_APP = """\
+import http.server, os, time
+
+
+class Hang(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        open({arrived!r}, "w").close()
+        time.sleep(300)
+
+
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hang).serve_forever()
+"""
+
+
+def test_cancelling_stops_the_app_and_the_request_in_flight(make_responder, project, tmp_path):
+    arrived = tmp_path / "request-arrived"
+    project.commit({"app.py": HANGING_APP.format(arrived=str(arrived)), "Procfile": "web: python3 app.py\n"})
+    responder = make_responder(repo_base_url=project.base_url)
+    job = responder.request("POST", "/jobs", body={"type": "project_request", "project": "acme/widget",
+                                                    "project_request": "/slow", "timeout": 600}).json()
+    deadline = time.monotonic() + 30
+    while not arrived.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert arrived.exists(), "the request never reached the app"
+    port = responder.request("GET", f"/jobs/{job['id']}", token=False).json()["details"]["request"]["port"]
+    assert responder.request("DELETE", f"/jobs/{job['id']}").status in (200, 202)
+    # Far sooner than the request's own 600 s timeout.
+    assert responder.wait_for(job["id"], timeout=30)["status"] == "cancelled"
+    assert port_is_closed(port)
