@@ -13,7 +13,8 @@ from server_responder.project_jobs import project_executors
 from server_responder.script_jobs import ScriptExecutor
 from server_responder.service import Executor, JobService
 from server_responder.settings import Settings
-from server_responder.store import ResultStore, open_store, write_atomically
+from server_responder.store import ResultStore, write_atomically
+from server_responder.upload_spool import UploadSpool, open_result_store
 
 
 @dataclass
@@ -22,18 +23,19 @@ class Responder:
     store: ResultStore
     clock: IdleClock
     jobs: JobService
+    uploads: UploadSpool | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Responder:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        store = open_store(settings.store)
+        store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
         executors: dict[str, Executor] = {"script": ScriptExecutor()}
         register_project_job_types()
         executors.update(project_executors(settings))
-        jobs = JobService(settings, store, clock, executors)
+        jobs = JobService(settings, store, clock, executors, uploads=uploads)
         jobs.on_finished(CompletionCallbacks(settings).job_finished)
-        return cls(settings, store, clock, jobs)
+        return cls(settings, store, clock, jobs, uploads)
 
     def start(self) -> None:
         self.jobs.start()

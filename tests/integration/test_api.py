@@ -269,9 +269,11 @@ def test_body_over_the_limit_is_413(make_responder):
 
 def test_full_queue_answers_429_with_retry_after(make_responder):
     responder = make_responder(workers=1, queue_size=1)
-    slow = {"script": "import time; time.sleep(3)"}
-    statuses = [responder.request("POST", "/jobs", body=slow).status for _ in range(4)]
-    assert statuses[:2] == [202, 202]
+    slow = {"script": "import time; time.sleep(5)"}
+    running = responder.request("POST", "/jobs", body=slow).json()
+    while responder.request("GET", f"/jobs/{running['id']}").json()["status"] == "queued":
+        time.sleep(0.05)
+    assert responder.request("POST", "/jobs", body=slow).status == 202
     answer = responder.request("POST", "/jobs", body=slow)
     assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
     assert answer.json()["error"] == "queue_full"

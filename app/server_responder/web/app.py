@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import cherrypy
-from cherrypy.process.plugins import SimplePlugin
+from cherrypy.process.plugins import Monitor, SimplePlugin
 
 from server_responder.responder import Responder
 from server_responder.web.api import JobsApi, StatusApi
@@ -54,6 +54,17 @@ class ResponderPlugin(SimplePlugin):
         self.responder.stop()
 
     stop.priority = 60
+
+
+class UploadPlugin(Monitor):
+    """Delivers spooled uploads in the background, also those left by an earlier run.
+
+    `UploadSpool.drain` never raises: an exception would stop a CherryPy Monitor for good.
+    """
+
+    def __init__(self, bus, responder: Responder) -> None:
+        super().__init__(bus, responder.uploads.drain, frequency=responder.settings.upload_retry_seconds,
+                         name="upload-spool")
 
 
 def server_config(host: str, port: int) -> dict:

@@ -65,7 +65,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("A stored result document or artifact",
                    {"200": {"description": "The stored object with its content type"},
                     "202": _json("NotComplete", "A queued or running job will write this key"),
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR},
+                    "400": _ERROR, "401": _ERROR, "404": _ERROR,
+                    "503": _ERROR},
                    security=_TOKEN,
                    parameters=[{"name": "key", "in": "path", "required": True,
                                 "description": "A results key; may contain /",
@@ -98,6 +99,13 @@ SCHEMAS: dict[str, Any] = {
             "results_location": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
             "timeout": {"type": "number", "exclusiveMinimum": 0},
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "upload_urls": {"type": "object", "description": "Presigned PUT URLs the result and artifacts are "
+                            "also written to (from `server-responder presign`)",
+                            "properties": {"result": {"type": "string", "format": "uri"},
+                                           "artifacts": {"type": "object",
+                                                         "additionalProperties": {"type": "string",
+                                                                                  "format": "uri"}}},
+                            "additionalProperties": False},
             "signature": {"type": "string", "description": "v1:<hex> from `server-responder sign`"},
             "expires": {"type": ["integer", "null"]},
         },
@@ -135,7 +143,12 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
                                                 "accepting": {"type": "boolean"},
                                                 "running_jobs": {"type": "integer"},
-                                                "queued_jobs": {"type": "integer"}}},
+                                                "queued_jobs": {"type": "integer"},
+                                                "pending_uploads": {"type": "integer", "description":
+                                                                    "Spooled results not yet delivered"},
+                                                "failed_uploads": {"type": "integer", "description":
+                                                                   "Uploads a presigned URL refused, kept "
+                                                                   "in the data dir"}}},
 }
 
 
