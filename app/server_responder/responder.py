@@ -6,7 +6,10 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from server_responder.callbacks import CompletionCallbacks
 from server_responder.idle import IdleClock
+from server_responder.project_job_types import register_project_job_types
+from server_responder.project_jobs import project_executors
 from server_responder.script_jobs import ScriptExecutor
 from server_responder.service import Executor, JobService
 from server_responder.settings import Settings
@@ -28,7 +31,10 @@ class Responder:
         store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
         executors: dict[str, Executor] = {"script": ScriptExecutor()}
+        register_project_job_types()
+        executors.update(project_executors(settings))
         jobs = JobService(settings, store, clock, executors, uploads=uploads)
+        jobs.on_finished(CompletionCallbacks(settings).job_finished)
         return cls(settings, store, clock, jobs, uploads)
 
     def start(self) -> None:

@@ -204,12 +204,12 @@ def test_legacy_signatures_only_when_enabled(make_responder):
     assert accepted.status == 200 and accepted.json()["results"] == "9\n"
 
 
-def test_form_protocol_names_a_job_type_this_build_cannot_run(responder):
-    payload = json.dumps({"project": "owner/name", "project_request": "/hello"})
+def test_form_protocol_dispatches_project_requests_to_their_own_fields(responder):
+    payload = json.dumps({"project": "owner/name", "project_request": "no-leading-slash"})
     answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
                                headers=FORM, token=False)
-    assert answer.status == 501
-    assert answer.json()["type"] == "project_request"
+    assert answer.status == 400
+    assert answer.json()["field"] == "project_request"
 
 
 # Errors ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from cherrypy.process.plugins import Monitor, SimplePlugin
 from server_responder.last_request import RequestRecorder
 from server_responder.responder import Responder
 from server_responder.web.api import JobsApi, StatusApi
+from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
 from server_responder.web.pages import PagesApi
 
@@ -15,6 +16,7 @@ from server_responder.web.pages import PagesApi
 def api_routes(responder: Responder) -> list[Route]:
     recorder = RequestRecorder(lambda: responder.settings.secrets())
     routes: list[Route] = JobsApi(responder, recorder).routes()
+    routes.extend(GitHubApi(responder).routes())
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
     routes.extend(PagesApi(responder, status, recorder).routes())
