@@ -6,7 +6,8 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from server_responder.idle import IdleClock
+from server_responder.drain import DrainSwitch, current_boot_id
+from server_responder.idle import IdleClock, IdleStatus
 from server_responder.script_jobs import ScriptExecutor
 from server_responder.service import Executor, JobService
 from server_responder.settings import Settings
@@ -19,6 +20,7 @@ class Responder:
     store: ResultStore
     clock: IdleClock
     jobs: JobService
+    drain: DrainSwitch
 
     @classmethod
     def create(cls, settings: Settings) -> Responder:
@@ -27,10 +29,15 @@ class Responder:
         clock = IdleClock(settings.data_dir / "last_job.json")
         executors: dict[str, Executor] = {"script": ScriptExecutor()}
         jobs = JobService(settings, store, clock, executors)
-        return cls(settings, store, clock, jobs)
+        drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
+        return cls(settings, store, clock, jobs, drain)
 
     def start(self) -> None:
         self.jobs.start()
+        self.drain.restore()
+
+    def idle_status(self) -> IdleStatus:
+        return self.clock.status(self.jobs.counts(), self.drain.draining)
 
     def stop(self) -> None:
         self.jobs.stop()

@@ -286,6 +286,8 @@ class JobService:
                 job.status = FAILED
         finally:
             self._remove_workspace(workspace)
+        # Recorded before the job leaves the active set, so no poll sees the box idle since the job started.
+        self.clock.job_finished()
         with self._condition:
             self._active.pop(job.id, None)
             self._cancels.pop(job.id, None)

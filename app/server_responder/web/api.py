@@ -126,7 +126,7 @@ class StatusApi:
         return Response(page, content_type="text/html; charset=utf-8")
 
     def last_job(self, incoming: Incoming) -> dict[str, Any]:
-        return {**self.responder.clock.snapshot(), **self.responder.jobs.counts()}
+        return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,

@@ -8,10 +8,12 @@ from cherrypy.process.plugins import SimplePlugin
 from server_responder.responder import Responder
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
+from server_responder.web.lifecycle import LifecycleApi
 
 
 def api_routes(responder: Responder) -> list[Route]:
     routes: list[Route] = JobsApi(responder).routes()
+    routes.extend(LifecycleApi(responder).routes())
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
     return routes
