@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from server_responder.logging_setup import configure_logging
     from server_responder.responder import Responder, ensure_api_key
-    from server_responder.web.app import ResponderPlugin, build_app, server_config
+    from server_responder.web.app import IdleWatchPlugin, ResponderPlugin, build_app, server_config
 
     settings = load_settings(args, host=args.host, port=args.port)
     settings, generated = ensure_api_key(settings)
@@ -58,6 +58,7 @@ def serve(args: argparse.Namespace) -> int:
     cherrypy.config.update(server_config(settings.host, settings.port))
     cherrypy.tree.mount(build_app(responder), "")
     ResponderPlugin(cherrypy.engine, responder).subscribe()
+    IdleWatchPlugin(cherrypy.engine, responder).subscribe()
     if hasattr(cherrypy.engine, "signal_handler"):
         cherrypy.engine.signal_handler.subscribe()
     cherrypy.engine.start()

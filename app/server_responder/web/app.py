@@ -1,14 +1,20 @@
-"""Building the CherryPy application and the engine plugin that runs the responder's services."""
+"""Building the CherryPy application and the engine plugins that run the responder's services."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 import cherrypy
-from cherrypy.process.plugins import SimplePlugin
+from cherrypy.process.plugins import Monitor, SimplePlugin
 
 from server_responder.responder import Responder
+from server_responder.self_stop import IdleWatch
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
 from server_responder.web.lifecycle import LifecycleApi
+
+lifecycle_log = logging.getLogger("server_responder.lifecycle")
 
 
 def api_routes(responder: Responder) -> list[Route]:
@@ -54,6 +60,29 @@ class ResponderPlugin(SimplePlugin):
         self.responder.stop()
 
     stop.priority = 60
+
+
+class IdleWatchPlugin(Monitor):
+    """Runs the idle watch every `idle_check_seconds`; its callback never raises, since that stops a Monitor."""
+
+    def __init__(self, bus, responder: Responder) -> None:
+        self.watch = IdleWatch.for_responder(responder)
+        frequency = responder.settings.idle_check_seconds if self.watch.policy.enabled else 0
+        super().__init__(bus, self.check, frequency=frequency, name="IdleWatch")
+
+    def start(self) -> None:
+        if not self.watch.policy.enabled:
+            lifecycle_log.info("idle watch off", extra={"event": "idle.watch_off"})
+        super().start()
+
+    # After the job workers (40) and the HTTP server (75), so the first check sees the box as it serves.
+    start.priority = 80
+
+    def check(self) -> None:
+        try:
+            self.watch.check(time.time())
+        except Exception:
+            lifecycle_log.exception("idle check failed", extra={"event": "idle.check_error"})
 
 
 def server_config(host: str, port: int) -> dict:
