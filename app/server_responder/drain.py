@@ -59,7 +59,8 @@ class DrainSwitch:
         if not isinstance(raw, dict) or not raw.get("draining"):
             return
         if self.boot_id is None or raw.get("boot_id") != self.boot_id:
-            log.info("drain from an earlier boot dropped", extra={"event": "drain.dropped", "reason": raw.get("reason")})
+            log.info("drain from an earlier boot dropped",
+                     extra={"event": "drain.dropped", "reason": raw.get("reason")})
             self.path.unlink(missing_ok=True)
             return
         with self._lock:
