@@ -1,4 +1,4 @@
-"""The `server-responder` command: serve, submit, sign, config."""
+"""The `server-responder` command: serve, submit, sign, config, reap."""
 
 from __future__ import annotations
 
@@ -204,6 +204,19 @@ def _token(args: argparse.Namespace) -> str:
 
 def _read_input(name: str) -> str:
     return sys.stdin.read() if name == "-" else Path(name).read_text()
+
+
+def _reap_options(parser: argparse.ArgumentParser) -> None:
+    from server_responder.reaper import add_arguments
+
+    add_arguments(parser)
+
+
+@command("reap", "stop tagged EC2 instances whose responder is idle (the companion host's timer job)", _reap_options)
+def reap(args: argparse.Namespace) -> int:
+    from server_responder.reaper import reap as reap_instances
+
+    return reap_instances(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
