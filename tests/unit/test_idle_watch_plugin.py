@@ -30,7 +30,7 @@ def test_a_failing_check_is_logged_and_the_next_checks_still_run(tmp_path, caplo
             while len(calls) < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
-            bus.stop()
+            bus.exit()
     assert len(calls) >= 3
     assert [r.event for r in caplog.records if hasattr(r, "event")] == ["idle.check_error"]
 
