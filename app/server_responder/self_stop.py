@@ -10,11 +10,14 @@ import logging
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from server_responder.drain import DrainSwitch
 from server_responder.idle import IdleClock, IdleStatus
 from server_responder.settings import Settings
+
+if TYPE_CHECKING:
+    from server_responder.responder import Responder
 
 log = logging.getLogger("server_responder.lifecycle")
 
@@ -109,7 +112,7 @@ class IdleWatch:
         self.retry_at: float | None = None
 
     @classmethod
-    def for_responder(cls, responder: Any) -> IdleWatch:
+    def for_responder(cls, responder: Responder) -> IdleWatch:
         settings = responder.settings
         return cls(StopPolicy.from_settings(settings), settings.shutdown_command, responder.clock,
                    responder.jobs.counts, responder.drain)
