@@ -38,7 +38,7 @@ def log_events(responder, event: str) -> list[dict]:
     return records
 
 
-def wait_until(condition, timeout: float = 20, what: str = "condition"):
+def wait_until(condition, timeout: float = 60, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()

@@ -83,10 +83,13 @@ def state_of(ec2, instance_id: str) -> str:
     return reservations[0]["Instances"][0]["State"]["Name"]
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture
+def dead_address():
+    """A loopback address nothing answers on: bound, never listening, so no other process can take the port."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    yield f"127.0.0.1:{holder.getsockname()[1]}"
+    holder.close()
 
 
 def loopback(responder) -> str:
@@ -95,7 +98,7 @@ def loopback(responder) -> str:
 
 def reap(env, state_file: Path, overrides: dict[str, str], *args: str) -> tuple[int, dict[str, dict], str]:
     argv = [sys.executable, "-m", "server_responder", "reap", "--tag-key", TAG, "--scheme", "http",
-            "--state-file", str(state_file), "--timeout", "5", *args]
+            "--state-file", str(state_file), "--timeout", "20", *args]
     for instance_id, address in overrides.items():
         argv += ["--address-override", f"{instance_id}={address}"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
@@ -104,7 +107,7 @@ def reap(env, state_file: Path, overrides: dict[str, str], *args: str) -> tuple[
 
 
 def wait_idle(responder, seconds: float) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while responder.request("GET", "/last_job", token=False).json()["idle_seconds"] < seconds:
         assert time.monotonic() < deadline, "responder never became idle"
         time.sleep(0.1)
@@ -113,14 +116,15 @@ def wait_idle(responder, seconds: float) -> None:
 def start_gated_job(responder, gate: Path) -> dict:
     script = f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)\n"
     job = responder.request("POST", "/jobs", body={"script": script, "timeout": 120}).json()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while responder.request("GET", "/last_job", token=False).json()["running_jobs"] != 1:
         assert time.monotonic() < deadline, "job never started"
         time.sleep(0.1)
     return job
 
 
-def test_idle_stopped_busy_kept_unreachable_kept_until_the_threshold(ec2, launch, aws_env, make_responder, tmp_path):
+def test_idle_stopped_busy_kept_unreachable_kept_until_the_threshold(ec2, launch, aws_env, make_responder, dead_address,
+                                                                    tmp_path):
     idle_box, busy_box, untagged_box = make_responder(), make_responder(), make_responder()
     idle_id, busy_id, unreachable_id = (launch({TAG: "responder"}) for _ in range(3))
     untagged_id = launch()
@@ -129,7 +133,7 @@ def test_idle_stopped_busy_kept_unreachable_kept_until_the_threshold(ec2, launch
     wait_idle(idle_box, 1.0)
     wait_idle(untagged_box, 1.0)
     overrides = {idle_id: loopback(idle_box), busy_id: loopback(busy_box),
-                 unreachable_id: f"127.0.0.1:{closed_port()}", untagged_id: loopback(untagged_box)}
+                 unreachable_id: dead_address, untagged_id: loopback(untagged_box)}
     state_file = tmp_path / "reaper-state.json"
 
     status, reports, stderr = reap(aws_env, state_file, overrides, "--idle-minutes", "0.01")
@@ -166,7 +170,7 @@ def test_idle_stopped_busy_kept_unreachable_kept_until_the_threshold(ec2, launch
     gate.touch()
 
 
-def test_dry_run_stops_nothing_and_remembers_nothing(ec2, launch, aws_env, make_responder, tmp_path):
+def test_dry_run_stops_nothing_and_remembers_nothing(ec2, launch, aws_env, make_responder, dead_address, tmp_path):
     idle_box = make_responder()
     idle_id, unreachable_id = launch({TAG: "responder"}), launch({TAG: "responder"})
     wait_idle(idle_box, 1.0)
@@ -174,7 +178,7 @@ def test_dry_run_stops_nothing_and_remembers_nothing(ec2, launch, aws_env, make_
     long_ago = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat(timespec="seconds")
     state_file.write_text(json.dumps({"unreachable": {unreachable_id: {"since": long_ago}}}))
     before = state_file.read_text()
-    overrides = {idle_id: loopback(idle_box), unreachable_id: f"127.0.0.1:{closed_port()}"}
+    overrides = {idle_id: loopback(idle_box), unreachable_id: dead_address}
     status, reports, stderr = reap(aws_env, state_file, overrides, "--idle-minutes", "0.01", "--dry-run", "--drain")
     assert status == 0, stderr
     assert reports[idle_id]["verdict"] == "would_stop" and reports[unreachable_id]["verdict"] == "would_stop"
@@ -218,11 +222,11 @@ def test_a_refused_drain_keeps_the_instance(ec2, launch, aws_env, make_responder
 
 
 def test_tag_value_selects_instances_and_a_recovered_instance_is_forgotten(ec2, launch, aws_env, make_responder,
-                                                                          tmp_path):
+                                                                          dead_address, tmp_path):
     box = make_responder()
     blue, green = launch({TAG: "blue"}), launch({TAG: "green"})
     state_file = tmp_path / "reaper-state.json"
-    status, reports, _ = reap(aws_env, state_file, {blue: f"127.0.0.1:{closed_port()}"}, "--tag-value", "blue")
+    status, reports, _ = reap(aws_env, state_file, {blue: dead_address}, "--tag-value", "blue")
     assert status == 0 and set(reports) == {blue}
     assert set(json.loads(state_file.read_text())["unreachable"]) == {blue}
     status, reports, _ = reap(aws_env, state_file, {blue: loopback(box)}, "--tag-value", "blue")
@@ -231,8 +235,8 @@ def test_tag_value_selects_instances_and_a_recovered_instance_is_forgotten(ec2, 
     assert [state_of(ec2, i) for i in (blue, green)] == ["running", "running"]
 
 
-def test_aws_errors_give_a_non_zero_exit(aws_env, tmp_path):
-    env = {**aws_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}", "AWS_MAX_ATTEMPTS": "1"}
+def test_aws_errors_give_a_non_zero_exit(aws_env, dead_address, tmp_path):
+    env = {**aws_env, "AWS_ENDPOINT_URL": f"http://{dead_address}", "AWS_MAX_ATTEMPTS": "1"}
     status, reports, stderr = reap(env, tmp_path / "state.json", {})
     assert status == 1 and reports == {}
     assert "listing instances failed" in stderr
