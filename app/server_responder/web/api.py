@@ -13,6 +13,7 @@ from server_responder.jobs import Job
 from server_responder.keys import InvalidKey, validate_key
 from server_responder.responder import Responder
 from server_responder.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.store import StoreUnavailable
 from server_responder.web.http import HttpError, Incoming, Response, Route
 
 MAX_WAIT_SECONDS = 600.0
@@ -95,12 +96,18 @@ class JobsApi:
             validate_key(key, "key")
         except InvalidKey as error:
             raise HttpError(400, "bad_request", str(error), field="key") from None
-        stored = self.responder.store.get(key)
+        unavailable = None
+        try:
+            stored = self.responder.store.get(key)
+        except StoreUnavailable as error:
+            stored, unavailable = None, error
         if stored is not None:
             return Response(stored.body, content_type=stored.content_type)
         pending = self.jobs.pending_for(key)
         if pending is not None:
             return Response({"not_complete": True, "status": pending.status, "job_id": pending.id}, status=202)
+        if unavailable is not None:
+            raise HttpError(503, "store_unavailable", str(unavailable), headers={"Retry-After": "30"})
         raise HttpError(404, "not_found", f"no result at {key}")
 
 
@@ -129,8 +136,9 @@ class StatusApi:
         return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
+        uploads = self.responder.uploads.counts() if self.responder.uploads else {}
         return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,
-                **self.responder.jobs.counts()}
+                **self.responder.jobs.counts(), **uploads}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
         return [{"type": name, "fields": fields} for name, fields in sorted(JOB_TYPES.items())]

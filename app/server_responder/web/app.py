@@ -11,6 +11,7 @@ from cherrypy.process.plugins import Monitor, SimplePlugin
 from server_responder.responder import Responder
 from server_responder.self_stop import IdleWatch
 from server_responder.web.api import JobsApi, StatusApi
+from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
 from server_responder.web.lifecycle import LifecycleApi
 
@@ -19,6 +20,7 @@ lifecycle_log = logging.getLogger("server_responder.lifecycle")
 
 def api_routes(responder: Responder) -> list[Route]:
     routes: list[Route] = JobsApi(responder).routes()
+    routes.extend(GitHubApi(responder).routes())
     routes.extend(LifecycleApi(responder).routes())
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
@@ -60,6 +62,17 @@ class ResponderPlugin(SimplePlugin):
         self.responder.stop()
 
     stop.priority = 60
+
+
+class UploadPlugin(Monitor):
+    """Delivers spooled uploads in the background, also those left by an earlier run.
+
+    `UploadSpool.drain` never raises: an exception would stop a CherryPy Monitor for good.
+    """
+
+    def __init__(self, bus, responder: Responder) -> None:
+        super().__init__(bus, responder.uploads.drain, frequency=responder.settings.upload_retry_seconds,
+                         name="upload-spool")
 
 
 class IdleWatchPlugin(Monitor):

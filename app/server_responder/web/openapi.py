@@ -65,7 +65,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("A stored result document or artifact",
                    {"200": {"description": "The stored object with its content type"},
                     "202": _json("NotComplete", "A queued or running job will write this key"),
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR},
+                    "400": _ERROR, "401": _ERROR, "404": _ERROR,
+                    "503": _ERROR},
                    security=_TOKEN,
                    parameters=[{"name": "key", "in": "path", "required": True,
                                 "description": "A results key; may contain /",
@@ -109,6 +110,13 @@ SCHEMAS: dict[str, Any] = {
             "results_location": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
             "timeout": {"type": "number", "exclusiveMinimum": 0},
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "upload_urls": {"type": "object", "description": "Presigned PUT URLs the result and artifacts are "
+                            "also written to (from `server-responder presign`)",
+                            "properties": {"result": {"type": "string", "format": "uri"},
+                                           "artifacts": {"type": "object",
+                                                         "additionalProperties": {"type": "string",
+                                                                                  "format": "uri"}}},
+                            "additionalProperties": False},
             "signature": {"type": "string", "description": "v1:<hex> from `server-responder sign`"},
             "expires": {"type": ["integer", "null"]},
         },
@@ -150,7 +158,61 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
                                                 "accepting": {"type": "boolean"},
                                                 "running_jobs": {"type": "integer"},
-                                                "queued_jobs": {"type": "integer"}}},
+                                                "queued_jobs": {"type": "integer"},
+                                                "pending_uploads": {"type": "integer", "description":
+                                                                    "Spooled results not yet delivered"},
+                                                "failed_uploads": {"type": "integer", "description":
+                                                                   "Uploads a presigned URL refused, kept "
+                                                                   "in the data dir"}}},
+}
+
+
+# Project jobs: the fields of the command, project_request and github_push job types, and the webhook route.
+SCHEMAS["JobRequest"]["properties"].update({
+    "project": {"type": "string", "pattern": "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
+                "description": "owner/name, appended to repo_base_url"},
+    "command": {"type": "string", "description": "run through /bin/sh -c in the checkout"},
+    "commit": {"type": "string", "description": "a sha or ref, a comma-separated list, or history"},
+    "project_request": {"type": "string", "pattern": "^/", "description": "path sent to the project's web app"},
+    "request_method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"], "default": "POST"},
+    "request_body": {"type": "string"},
+    "request_content_type": {"type": "string", "default": "application/x-www-form-urlencoded"},
+    "push": {"type": "object", "description": "a GitHub push event payload (type github_push)"},
+    "callback_url": {"type": "string", "format": "uri", "description": "POSTed a Callback when the job ends"},
+})
+SCHEMAS["Callback"] = {
+    "type": "object",
+    "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
+                   "exit_status": {"type": ["integer", "null"]}, "project_key": _NULLABLE_STRING,
+                   "commit_key": _NULLABLE_STRING, "results_location": {"type": "string"},
+                   "commit_keys": {"type": "array", "items": {"type": "string"}}},
+}
+SCHEMAS["WebhookAnswer"] = {
+    "type": "object",
+    "properties": {"pong": {"const": True}, "zen": _NULLABLE_STRING, "ignored": {"type": "boolean"},
+                   "event": {"type": "string"}, "detail": {"type": "string"}, "redelivery": {"type": "boolean"},
+                   "id": {"type": "string"}, "status": {"type": "string"}},
+}
+_GITHUB_HEADERS = [
+    {"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "sha256=<hex HMAC-SHA256 of the raw body with github_secret>"},
+    {"name": "X-GitHub-Event", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-GitHub-Delivery", "in": "header", "schema": {"type": "string"},
+     "description": "a redelivery of a known delivery returns the first job"},
+]
+PATHS["/github"] = {
+    "post": _op(
+        "A GitHub webhook delivery: ping answered, push runs .deferred_server at the pushed commit, others ignored; "
+        "404 when no github_secret is set",
+        {"200": _json("WebhookAnswer", "ping answered, or a redelivery: the job the first delivery started"),
+         "202": _json("WebhookAnswer", "push accepted (the job), or the event or branch deletion ignored"),
+         "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "429": _ERROR, "503": _ERROR},
+        parameters=_GITHUB_HEADERS,
+        requestBody={"required": True, "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["payload"],
+                                                             "properties": {"payload": {"type": "string"}}}}}},
+    ),
 }
 
 
