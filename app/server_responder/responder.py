@@ -7,7 +7,8 @@ import secrets
 from dataclasses import dataclass
 
 from server_responder.callbacks import CompletionCallbacks
-from server_responder.idle import IdleClock
+from server_responder.drain import DrainSwitch, current_boot_id
+from server_responder.idle import IdleClock, IdleStatus
 from server_responder.project_job_types import register_project_job_types
 from server_responder.project_jobs import project_executors
 from server_responder.script_jobs import ScriptExecutor
@@ -23,6 +24,7 @@ class Responder:
     store: ResultStore
     clock: IdleClock
     jobs: JobService
+    drain: DrainSwitch
     uploads: UploadSpool | None = None
 
     @classmethod
@@ -35,10 +37,15 @@ class Responder:
         executors.update(project_executors(settings))
         jobs = JobService(settings, store, clock, executors, uploads=uploads)
         jobs.on_finished(CompletionCallbacks(settings).job_finished)
-        return cls(settings, store, clock, jobs, uploads)
+        drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
+        return cls(settings, store, clock, jobs, drain, uploads)
 
     def start(self) -> None:
         self.jobs.start()
+        self.drain.restore()
+
+    def idle_status(self) -> IdleStatus:
+        return self.clock.status(self.jobs.counts(), self.drain.draining)
 
     def stop(self) -> None:
         self.jobs.stop()

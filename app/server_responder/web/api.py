@@ -134,7 +134,7 @@ class StatusApi:
         ]
 
     def last_job(self, incoming: Incoming) -> dict[str, Any]:
-        return {**self.responder.clock.snapshot(), **self.responder.jobs.counts()}
+        return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
         uploads = self.responder.uploads.counts() if self.responder.uploads else {}
