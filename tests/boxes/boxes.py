@@ -521,7 +521,7 @@ class BoxRun:
         return self.box.spec.suite
 
     def log(self, step: str) -> Path:
-        return self.box.logs / f"{step}.log"
+        return self.box.logs / (step.replace(" ", "-") + ".log")
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
