@@ -105,9 +105,9 @@ class JobSpool:
     def _path(self, job_id: str) -> Path:
         return self.directory / f"{job_id}.json"
 
-    def save(self, job: Job) -> None:
+    def save(self, job: Job, durable: bool = False) -> None:
         with self._lock:
-            write_atomically(self._path(job.id), job.to_json(), mode=0o600)
+            write_atomically(self._path(job.id), job.to_json(), mode=0o600, durable=durable)
 
     def load_all(self) -> list[Job]:
         jobs = []
@@ -120,3 +120,6 @@ class JobSpool:
 
     def delete(self, job_id: str) -> None:
         self._path(job_id).unlink(missing_ok=True)
+
+    def count(self) -> int:
+        return sum(1 for _ in self.directory.glob("*.json"))

@@ -95,6 +95,7 @@ class JobService:
         self._accepting = False
         self._stopping = False
         self._finished_listeners: list[Callable[[Job], None]] = []
+        self._spooled = 0
 
     # Life cycle -----------------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class JobService:
         return self._accepting
 
     def _recover(self) -> None:
+        self._spooled = self.spool.count()
         for job in self.spool.load_all():
             if job.status == RUNNING:
                 job.status = INTERRUPTED
@@ -162,10 +164,11 @@ class JobService:
                 raise NotAccepting("the responder is not accepting jobs")
             if len(self._queue) >= self.settings.queue_size:
                 raise QueueFull(f"the queue is full ({self.settings.queue_size} jobs waiting)")
-            # Spooled before it is acknowledged: an accepted job survives a crash.
-            self.spool.save(job)
+            # Spooled, durably, before it is acknowledged: an accepted job survives a crash.
+            self.spool.save(job, durable=True)
             self._queue.append(job)
             self._active[job.id] = job
+            self._spooled += 1
             self._condition.notify()
         log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
                                         "request_id": request_id, "results_location": job.results_location})
@@ -229,7 +232,6 @@ class JobService:
                 return found
             if job.status == QUEUED:
                 self._queue.remove(job)
-                del self._active[job.id]
                 job.status = CANCELLED
                 job.finished_at = utc_now()
                 job.error = "cancelled before it started"
@@ -286,9 +288,6 @@ class JobService:
                 job.status = FAILED
         finally:
             self._remove_workspace(workspace)
-        with self._condition:
-            self._active.pop(job.id, None)
-            self._cancels.pop(job.id, None)
         job.finished_at = utc_now()
         self._finish(job)
 
@@ -298,7 +297,10 @@ class JobService:
         self._publish(job)
         self.spool.save(job)
         self.clock.job_finished()
+        # Only now, with the result stored and spooled, do readers stop seeing the job as active.
         with self._condition:
+            self._active.pop(job.id, None)
+            self._cancels.pop(job.id, None)
             self._condition.notify_all()
         log.info("job finished", extra={"event": "job.finished", "job_id": job.id, "type": job.type,
                                         "status": job.status, "exit_status": job.exit_status,
@@ -318,12 +320,17 @@ class JobService:
             log.exception("result not stored", extra={"event": "job.store_error", "job_id": job.id})
 
     def _prune_spool(self) -> None:
+        # Pruning lists the whole spool, so it waits until a tenth more than the retained jobs piled up.
+        retained = self.settings.jobs_retained
+        if self._spooled <= retained + max(1, retained // 10):
+            return
         paths = sorted(self.spool.directory.glob("*.json"), key=_mtime, reverse=True)
-        for path in paths[self.settings.jobs_retained:]:
+        for path in paths[retained:]:
             with self._condition:
                 if path.stem in self._active:
                     continue
             path.unlink(missing_ok=True)
+        self._spooled = self.spool.count()
 
     def _make_workspace(self, job_id: str) -> Path:
         workspace = self.settings.work_dir / job_id

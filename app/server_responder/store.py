@@ -103,14 +103,18 @@ class LocalResultStore:
         return f"/results/{key}"
 
 
-def write_atomically(path: Path, body: bytes, mode: int = 0o640) -> None:
-    """Write `body` to `path` so that readers see the old or the new file, never a part."""
+def write_atomically(path: Path, body: bytes, mode: int = 0o640, durable: bool = False) -> None:
+    """Write `body` to `path` so that readers see the old or the new file, never a part.
+
+    The rename alone survives a crash of the process; `durable` also survives a crash of the machine.
+    """
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:

@@ -25,6 +25,13 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def dies_soon(pid: int, within: float = 5) -> bool:
+    deadline = time.monotonic() + within
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
 def test_timeout_kills_the_whole_group_including_grandchildren(tmp_path: Path):
     pid_file = tmp_path / "grandchild.pid"
     script = f"sleep 300 & echo $! > {pid_file}; echo started; wait"
@@ -32,11 +39,7 @@ def test_timeout_kills_the_whole_group_including_grandchildren(tmp_path: Path):
     assert outcome.timed_out
     assert outcome.exit_status is None and outcome.signal in ("SIGTERM", "SIGKILL")
     assert outcome.stdout == "started\n"
-    grandchild = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(grandchild)
+    assert dies_soon(int(pid_file.read_text()))
 
 
 def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path):
@@ -51,11 +54,7 @@ def test_background_processes_left_by_a_finished_job_are_killed(tmp_path: Path):
     pid_file = tmp_path / "left.pid"
     outcome = run(["sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}"], tmp_path)
     assert outcome.exit_status == 0
-    left = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(left) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(left)
+    assert dies_soon(int(pid_file.read_text()))
 
 
 def test_output_is_capped_per_stream_and_flagged(tmp_path: Path):
@@ -68,7 +67,9 @@ def test_output_is_capped_per_stream_and_flagged(tmp_path: Path):
 
 
 def test_stdout_and_stderr_are_kept_apart_and_combined_in_arrival_order(tmp_path: Path):
-    script = "import sys\nprint('one', flush=True)\nprint('two', file=sys.stderr, flush=True)\nprint('three', flush=True)"
+    # Pauses between writes make the arrival order well defined across the two pipes.
+    script = ("import sys, time\nprint('one', flush=True)\ntime.sleep(0.2)\n"
+              "print('two', file=sys.stderr, flush=True)\ntime.sleep(0.2)\nprint('three', flush=True)")
     outcome = run([sys.executable, "-c", script], tmp_path)
     assert outcome.stdout == "one\nthree\n"
     assert outcome.stderr == "two\n"
