@@ -1,11 +1,14 @@
 build {
-  name    = "server-responder"
   sources = ["source.amazon-ebs.debian", "source.qemu.debian"]
 
   provisioner "ansible" {
-    playbook_file   = local.ansible_playbook
-    use_proxy       = false
-    extra_arguments = var.ansible_extra_arguments
+    playbook_file = local.ansible_playbook
+    use_proxy     = false
+    # An image leaves its services stopped and carries no secret, token or TLS key (see the roles).
+    extra_arguments = concat(
+      ["--extra-vars", jsonencode({ server_responder_image_build = true, nginx_tls_image_build = true })],
+      var.ansible_extra_arguments,
+    )
     ansible_env_vars = [
       "ANSIBLE_HOST_KEY_CHECKING=False",
       "ANSIBLE_PIPELINING=True",
@@ -18,6 +21,7 @@ build {
     environment_vars = [
       "TESTINFRA_PYTHON=${var.testinfra_python}",
       "TESTINFRA_SUITE=${var.testinfra_suite}",
+      "TESTINFRA_ARGUMENTS=${join(" ", var.testinfra_arguments)}",
       "TESTINFRA_HOST=${build.Host}",
       "TESTINFRA_PORT=${build.Port}",
       "TESTINFRA_USER=${build.User}",

@@ -44,6 +44,12 @@ variable "testinfra_suite" {
   default     = "tests/infra"
 }
 
+variable "testinfra_arguments" {
+  type        = list(string)
+  description = "More arguments for that run: --image checks the facts of an image before user data, --sudo runs checks as root."
+  default     = ["--image", "--sudo"]
+}
+
 variable "output_directory" {
   type        = string
   description = "Directory for the qemu disk, the Vagrant box and the manifest; empty means packer/output."
@@ -160,7 +166,7 @@ locals {
   output_directory = var.output_directory != "" ? var.output_directory : "packer/output"
   ansible_playbook = var.ansible_playbook != "" ? var.ansible_playbook : "ansible/site.yml"
   qemu_base_image  = var.qemu_base_image != "" ? var.qemu_base_image : "/var/cache/server-responder-images/debian-${var.debian_release}-base.qcow2"
-  qemu_cpu_model   = var.qemu_accelerator == "tcg" ? "max" : "host"
+  qemu_cpu_model   = var.qemu_accelerator == "tcg" ? "qemu64" : "host"
 
   tags = {
     Application   = "server-responder"

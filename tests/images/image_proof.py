@@ -9,6 +9,7 @@ started (daemons, domains, networks, volumes, storage pool), by PID or by name, 
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import hashlib
 import io
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -38,15 +40,14 @@ STOCK_BOXES = {"13": "debian/trixie64", "12": "debian/bookworm64"}
 STEPS = (
     "base image",
     "libvirt",
-    "packer build",
+    "packer build | stock box: vagrant up + ansible",
+    "stock box: host tests",
+    "stock box: job over https",
+    "stock box: vagrant destroy",
     "packer box: vagrant up",
     "packer box: host tests",
     "packer box: job over https",
     "packer box: vagrant destroy",
-    "stock box: vagrant up + ansible",
-    "stock box: host tests",
-    "stock box: job over https",
-    "stock box: vagrant destroy",
 )
 JOB = {"type": "script", "language": "python", "script": "print(5+4)"}
 
@@ -97,7 +98,9 @@ class ImageProof:
         self.report = report
         self.times: list[StepTime] = []
         self.failed: str | None = None
-        self._log = self.logs / "proof.log"
+        self._main_log = self.logs / "proof.log"
+        self._local = threading.local()
+        self._running: set[subprocess.Popen[bytes]] = set()
         self._daemons: list[subprocess.Popen[bytes]] = []
         self._before: dict[str, set[str]] = {}
         self._pool_defined = False
@@ -121,18 +124,20 @@ class ImageProof:
             SR_HTTPS_PORT=str(HTTPS_PORT),
             SR_APP_PORT=str(APP_PORT),
         )
+        # The two provisioning runs are the slow part; each keeps one core busy, so they run side by side.
         actions: list[Callable[[], None]] = [
             self.build_base_image,
             self.start_libvirt,
-            self.packer_build,
-            lambda: self.vagrant_up("packer", self._packer_box),
-            lambda: self.host_tests("packer"),
-            lambda: self.job_over_https("packer"),
-            lambda: self.vagrant_destroy("packer"),
-            lambda: self.vagrant_up("stock", None),
+            lambda: self._side_by_side(
+                {"packer build": self.packer_build, "stock box: vagrant up + ansible": lambda: self.vagrant_up("stock")}
+            ),
             lambda: self.host_tests("stock"),
             lambda: self.job_over_https("stock"),
             lambda: self.vagrant_destroy("stock"),
+            lambda: self.vagrant_up("packer"),
+            lambda: self.host_tests("packer"),
+            lambda: self.job_over_https("packer"),
+            lambda: self.vagrant_destroy("packer"),
         ]
         self.steps = dict(zip(STEPS, actions, strict=True))
 
@@ -159,9 +164,10 @@ class ImageProof:
             self.report(f"[images] {name}: {'ok' if took.ok else 'FAILED'} in {took.seconds:.1f} s")
         return took
 
-    def run_all(self) -> None:
+    def run_all(self, skip: Sequence[str] = ()) -> None:
         for name in self.steps:
-            self.run(name)
+            if name not in skip:
+                self.run(name)
 
     # Steps.
 
@@ -206,7 +212,7 @@ class ImageProof:
         if "default" not in self._names("pool-list"):
             self._virsh("pool-start", "default")
             self._pool_started = True
-        self._before["volumes"] = self._names("vol-list", "default")
+        self._before["volumes"] = self._volumes()
 
     def packer_build(self) -> None:
         output = self.workdir / "packer"
@@ -217,7 +223,7 @@ class ImageProof:
             "-var", f"debian_release={self.debian}",
             "-var", f"qemu_base_image={self._base_image}",
             "-var", "qemu_accelerator=tcg",
-            "-var", f"qemu_ssh_private_key_file={vagrant_insecure_key()}",
+            "-var", f"qemu_ssh_private_key_file={self._private_key()}",
             "-var", f"ansible_playbook={self.playbook}",
             "-var", f"testinfra_python={sys.executable}",
             "-var", f"testinfra_suite={self.infra_suite}",
@@ -231,13 +237,11 @@ class ImageProof:
         manifest = json.loads((output / "manifest.json").read_text())
         self._note(f"manifest: {json.dumps(manifest['builds'])}")
 
-    def vagrant_up(self, which: str, box: Path | None) -> None:
+    def vagrant_up(self, which: str) -> None:
         env = self._vagrant_env(which)
-        if box is None:
+        if which == "stock":
             self._sh("vagrant", "box", "add", "--force", "--name", STOCK_BOXES[self.debian], self._stock_box,
                      env=env, timeout=600)  # fmt: skip
-        else:
-            env["SR_BOX"] = str(box)
         self._vagrant_state[which] = "up"
         self._sh("vagrant", "up", "--provider=libvirt", MACHINE, env=env, timeout=2400)
 
@@ -276,6 +280,8 @@ class ImageProof:
 
     def close(self) -> None:
         """Stop and remove what the proof started; every part is tried even if another fails."""
+        for process in list(self._running):
+            self._quietly(lambda p=process: self._end_group(p))
         for which, state in self._vagrant_state.items():
             if state == "up":
                 self._quietly(lambda w=which: self._sh("vagrant", "destroy", "-f", MACHINE,
@@ -301,11 +307,44 @@ class ImageProof:
 
     # Helpers.
 
+    def _side_by_side(self, actions: dict[str, Callable[[], None]]) -> None:
+        def timed(name: str, action: Callable[[], None]) -> str | None:
+            self._local.log = self.logs / (name.split(":")[0].replace(" ", "-") + ".log")
+            started = time.monotonic()
+            failure = None
+            try:
+                action()
+            except Exception as error:
+                failure = f"{name}: {error}"
+            self.report(f"[images]   {name}: {'FAILED' if failure else 'ok'} in {time.monotonic() - started:.1f} s")
+            return failure
+
+        pool = concurrent.futures.ThreadPoolExecutor(len(actions))
+        try:
+            failures = [f for f in pool.map(timed, actions, actions.values()) if f]
+        except BaseException:
+            for process in list(self._running):
+                self._end_group(process)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        if failures:
+            raise StepFailed("\n".join(failures))
+
     def _vagrant_env(self, which: str) -> dict[str, str]:
         env = dict(self.env)
+        if which == "packer":
+            env["SR_BOX"] = str(self._packer_box)
         env["VAGRANT_DOTFILE_PATH"] = str(self.workdir / f"vagrant-{which}")
         env["VAGRANT_CWD"] = str(PROJECT)
         return env
+
+    def _private_key(self) -> Path:
+        # ssh refuses a key that others can read, as Debian ships Vagrant's insecure one.
+        key = self.workdir / "insecure_private_key"
+        shutil.copyfile(vagrant_insecure_key(), key)
+        key.chmod(0o600)
+        return key
 
     def _write_libvirt_box(self, image: Path, box: Path) -> None:
         info = json.loads(self._sh("qemu-img", "info", "--output=json", image, timeout=60, capture=True))
@@ -332,13 +371,17 @@ class ImageProof:
     def _names(self, *listing: str) -> set[str]:
         return {line.strip() for line in self._virsh(*listing, "--name").splitlines() if line.strip()}
 
+    def _volumes(self) -> set[str]:
+        table = self._virsh("vol-list", "default").splitlines()[2:]
+        return {line.split()[0] for line in table if line.strip()}
+
     def _remove_domain(self, domain: str) -> None:
         self._virsh("destroy", domain, check=False)
         self._virsh("undefine", domain, "--remove-all-storage", "--nvram", check=False)
 
     def _remove_new_volumes(self) -> None:
         if "volumes" in self._before and "default" in self._names("pool-list"):
-            for volume in self._names("vol-list", "default") - self._before["volumes"]:
+            for volume in self._volumes() - self._before["volumes"]:
                 self._virsh("vol-delete", volume, "--pool", "default", check=False)
 
     def _stop_leftover_forwards(self, which: str) -> None:
@@ -371,6 +414,10 @@ class ImageProof:
         except Exception as error:  # clean-up goes on with the next part
             self._note(f"clean-up: {error}")
 
+    @property
+    def _log(self) -> Path:
+        return getattr(self._local, "log", self._main_log)
+
     def _note(self, line: str) -> None:
         with open(self._log, "a") as log:
             log.write(line + "\n")
@@ -396,19 +443,33 @@ class ImageProof:
                 stderr=log,
                 start_new_session=True,
             )
+            self._running.add(process)
             try:
                 out, _ = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.communicate()
+                self._end_group(process)
                 raise StepFailed(f"{words[0]} timed out after {timeout} s; log: {self._log}") from None
+            except BaseException:
+                self._end_group(process)
+                raise
+            finally:
+                self._running.discard(process)
         if check and process.returncode != 0:
             raise StepFailed(f"{' '.join(words[:3])} exited {process.returncode}:\n{self._tail()}\nlog: {self._log}")
         return out.decode() if capture else ""
+
+    def _end_group(self, process: subprocess.Popen[bytes]) -> None:
+        """End a command and everything it started (its own session): SIGTERM, then SIGKILL."""
+        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.communicate(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
     def _tail(self, lines: int = 40) -> str:
         return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
@@ -422,15 +483,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debian", choices=sorted(CODENAMES), default="13")
     parser.add_argument("--playbook", default="ansible/site.yml", help="relative to the project root")
     parser.add_argument("--infra-suite", default="tests/infra", help="relative to the project root")
+    parser.add_argument("--skip", action="append", default=[], choices=STEPS, metavar="STEP", help="leave a step out")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the VM proof needs root (debootstrap, libvirt)", file=sys.stderr)
         return 2
+    # A stop request unwinds through close(), so nothing the proof started outlives it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     workdir = Path(tempfile.mkdtemp(prefix="sr-image-proof-", dir="/var/tmp"))
     started = time.monotonic()
     with ImageProof(workdir, debian=args.debian, playbook=args.playbook, infra_suite=args.infra_suite) as proof:
         try:
-            proof.run_all()
+            proof.run_all(skip=args.skip)
         except StepFailed as failure:
             print(f"[images] FAILED: {failure}", file=sys.stderr)
     print(f"[images] total {time.monotonic() - started:.1f} s; logs in {workdir / 'logs'}")

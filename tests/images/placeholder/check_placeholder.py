@@ -1,5 +1,5 @@
 """Stand-in for tests/infra while the roles are written."""
 
 
-def test_curl_is_installed(host):
-    assert host.package("curl").is_installed
+def test_python3_is_installed(host):
+    assert host.package("python3").is_installed
