@@ -1,4 +1,4 @@
-"""The `server-responder` command: serve, submit, sign, config."""
+"""The `server-responder` command: serve, submit, sign, config, reap (and cat, prune, presign from cli_results)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from server_responder.logging_setup import configure_logging
     from server_responder.responder import Responder, ensure_api_key
-    from server_responder.web.app import ResponderPlugin, build_app, server_config
+    from server_responder.web.app import IdleWatchPlugin, ResponderPlugin, UploadPlugin, build_app, server_config
 
     settings = load_settings(args, host=args.host, port=args.port)
     settings, generated = ensure_api_key(settings)
@@ -58,6 +58,8 @@ def serve(args: argparse.Namespace) -> int:
     cherrypy.config.update(server_config(settings.host, settings.port))
     cherrypy.tree.mount(build_app(responder), "")
     ResponderPlugin(cherrypy.engine, responder).subscribe()
+    UploadPlugin(cherrypy.engine, responder).subscribe()
+    IdleWatchPlugin(cherrypy.engine, responder).subscribe()
     if hasattr(cherrypy.engine, "signal_handler"):
         cherrypy.engine.signal_handler.subscribe()
     cherrypy.engine.start()
@@ -205,6 +207,19 @@ def _read_input(name: str) -> str:
     return sys.stdin.read() if name == "-" else Path(name).read_text()
 
 
+def _reap_options(parser: argparse.ArgumentParser) -> None:
+    from server_responder.reaper import add_arguments
+
+    add_arguments(parser)
+
+
+@command("reap", "stop tagged EC2 instances whose responder is idle (the companion host's timer job)", _reap_options)
+def reap(args: argparse.Namespace) -> int:
+    from server_responder.reaper import reap as reap_instances
+
+    return reap_instances(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="server-responder", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -227,3 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# Imported last: these modules register their commands with the decorator above.
+from server_responder import cli_results  # noqa: E402, F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from urllib.parse import urlsplit
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ JOB_TYPES: dict[str, dict[str, str]] = {
         "results_location": "store key for the result document (default results/<job id>)",
         "timeout": "seconds before the job is killed (default default_timeout, at most max_timeout)",
         "env": "extra environment variables for the job (token only)",
+        "upload_urls": "presigned PUT URLs the result and artifacts are also written to: "
+                       "{\"result\": url, \"artifacts\": {name: url}} (token only; see `server-responder presign`)",
         "signature": "v1 signature instead of a token (see `server-responder sign`)",
         "expires": "Unix time the signature expires, as signed",
     },
@@ -91,6 +94,9 @@ def parse_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
         "timeout": timeout_field(body, settings),
         "env": env_field(body),
     }
+    upload_urls = upload_urls_field(body)
+    if upload_urls:
+        spec["upload_urls"] = upload_urls
     return JobRequest("script", spec, location_field(body))
 
 
@@ -101,7 +107,7 @@ def parse_signed_script(body: Mapping[str, Any], settings: Settings) -> JobReque
     """A script a public page may run: exactly as signed, with the default limits and no env."""
     if settings.code_secret is None:
         raise Unauthorized("signed scripts are disabled: no code_secret is configured")
-    for field in ("env", "timeout"):
+    for field in ("env", "timeout", "upload_urls"):
         if body.get(field) is not None:
             raise RequestError(field, "is not allowed on a signed script; it needs the API token")
     _refuse_unknown(body, JOB_TYPES["script"])
@@ -241,3 +247,44 @@ def env_field(body: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(value, str) or "\x00" in value:
             raise RequestError("env", f"{name} must be a string without NUL characters")
     return dict(env)
+
+
+MAX_UPLOAD_URLS = 200
+MAX_URL_LENGTH = 8192
+
+
+def upload_urls_field(body: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"result": url, "artifacts": {name: url}}`: where the box PUTs its result and named artifacts."""
+    upload_urls = body.get("upload_urls")
+    if upload_urls is None:
+        return {}
+    if not isinstance(upload_urls, Mapping):
+        raise RequestError("upload_urls", 'must be an object: {"result": url, "artifacts": {name: url}}')
+    unknown = sorted(set(upload_urls) - {"result", "artifacts"})
+    if unknown:
+        raise RequestError("upload_urls", f"{unknown[0]!r} is not a field; fields: artifacts, result")
+    checked: dict[str, Any] = {}
+    if upload_urls.get("result") is not None:
+        checked["result"] = _upload_url(upload_urls["result"], "upload_urls.result")
+    artifacts = upload_urls.get("artifacts")
+    if artifacts is not None:
+        if not isinstance(artifacts, Mapping):
+            raise RequestError("upload_urls.artifacts", "must be an object of artifact name: URL")
+        if len(artifacts) > MAX_UPLOAD_URLS:
+            raise RequestError("upload_urls.artifacts", f"at most {MAX_UPLOAD_URLS} artifacts")
+        checked["artifacts"] = {}
+        for name, url in artifacts.items():
+            try:
+                validate_key(name, "artifact name")
+            except InvalidKey as error:
+                raise RequestError("upload_urls.artifacts", str(error)) from None
+            checked["artifacts"][name] = _upload_url(url, f"upload_urls.artifacts.{name}")
+    return checked
+
+
+def _upload_url(url: Any, field: str) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not urlsplit(url).netloc:
+        raise RequestError(field, "must be an http or https URL")
+    if len(url) > MAX_URL_LENGTH or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise RequestError(field, f"must be a URL of at most {MAX_URL_LENGTH} characters without spaces")
+    return url

@@ -6,11 +6,16 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from server_responder.idle import IdleClock
+from server_responder.callbacks import CompletionCallbacks
+from server_responder.drain import DrainSwitch, current_boot_id
+from server_responder.idle import IdleClock, IdleStatus
+from server_responder.project_job_types import register_project_job_types
+from server_responder.project_jobs import project_executors
 from server_responder.script_jobs import ScriptExecutor
 from server_responder.service import Executor, JobService
 from server_responder.settings import Settings
-from server_responder.store import ResultStore, open_store, write_atomically
+from server_responder.store import ResultStore, write_atomically
+from server_responder.upload_spool import UploadSpool, open_result_store
 
 
 @dataclass
@@ -19,18 +24,28 @@ class Responder:
     store: ResultStore
     clock: IdleClock
     jobs: JobService
+    drain: DrainSwitch
+    uploads: UploadSpool | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Responder:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        store = open_store(settings.store)
+        store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
         executors: dict[str, Executor] = {"script": ScriptExecutor()}
-        jobs = JobService(settings, store, clock, executors)
-        return cls(settings, store, clock, jobs)
+        register_project_job_types()
+        executors.update(project_executors(settings))
+        jobs = JobService(settings, store, clock, executors, uploads=uploads)
+        jobs.on_finished(CompletionCallbacks(settings).job_finished)
+        drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
+        return cls(settings, store, clock, jobs, drain, uploads)
 
     def start(self) -> None:
         self.jobs.start()
+        self.drain.restore()
+
+    def idle_status(self) -> IdleStatus:
+        return self.clock.status(self.jobs.counts(), self.drain.draining)
 
     def stop(self) -> None:
         self.jobs.stop()

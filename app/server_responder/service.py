@@ -22,6 +22,7 @@ from server_responder.keys import default_location
 from server_responder.runner import JobUser, ProcessOutcome, job_environment, run_process
 from server_responder.settings import Settings
 from server_responder.store import ResultStore, put_json
+from server_responder.upload_spool import UploadSpool, UploadUrlStore, upload_targets
 
 log = logging.getLogger("server_responder.jobs")
 
@@ -80,9 +81,12 @@ class Executor(Protocol):
 
 class JobService:
     def __init__(self, settings: Settings, store: ResultStore, clock: IdleClock,
-                 executors: Mapping[str, Executor]) -> None:
+                 executors: Mapping[str, Executor], uploads: UploadSpool | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.uploads = uploads or UploadSpool(settings.data_dir / "uploads", None,
+                                              retry_seconds=settings.upload_retry_seconds,
+                                              retry_max_seconds=settings.upload_retry_max_seconds)
         self.clock = clock
         self.executors = dict(executors)
         self.spool = JobSpool(settings.data_dir / "jobs")
@@ -204,6 +208,13 @@ class JobService:
                     return job
         return None
 
+    def store_for(self, job: Job) -> ResultStore:
+        """Where a job's objects go: the service's store, and the caller's presigned URLs when it sent any."""
+        upload_urls = job.spec.get("upload_urls")
+        if not upload_urls:
+            return self.store
+        return UploadUrlStore(self.store, self.uploads, upload_targets(job.results_location, upload_urls))
+
     def counts(self) -> dict[str, int]:
         with self._condition:
             queued = len(self._queue)
@@ -268,7 +279,7 @@ class JobService:
         started = time.monotonic()
         workspace = self._make_workspace(job.id)
         try:
-            context = JobContext(job, self.settings, self.store, workspace, cancel, self.run_as)
+            context = JobContext(job, self.settings, self.store_for(job), workspace, cancel, self.run_as)
             try:
                 self.executors[job.type].execute(context)
             except Exception as error:
@@ -314,7 +325,7 @@ class JobService:
 
     def _publish(self, job: Job) -> None:
         try:
-            put_json(self.store, job.results_location, job.result_document())
+            put_json(self.store_for(job), job.results_location, job.result_document())
         except Exception as error:
             job.error = job.error or f"result not stored: {error}"
             log.exception("result not stored", extra={"event": "job.store_error", "job_id": job.id})

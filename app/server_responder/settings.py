@@ -73,6 +73,8 @@ class Settings:
     store: str = ""
     public_results: bool = False
     s3_endpoint_url: str = ""
+    upload_retry_seconds: float = 5.0
+    upload_retry_max_seconds: float = 300.0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue_size: int = 64
     max_body_bytes: int = 1024 * 1024
@@ -277,6 +279,9 @@ def _validate(s: Settings) -> None:
     check(s.output_limit_bytes >= 1, "output_limit_bytes", "must be positive")
     check(s.artifact_limit_bytes >= 0, "artifact_limit_bytes", "must not be negative")
     check(s.sync_wait_seconds >= 0, "sync_wait_seconds", "must not be negative")
+    check(s.upload_retry_seconds > 0, "upload_retry_seconds", "must be positive")
+    check(s.upload_retry_max_seconds >= s.upload_retry_seconds, "upload_retry_max_seconds",
+          "must be at least upload_retry_seconds")
     check(s.jobs_retained >= 1, "jobs_retained", "must be at least 1")
     check(s.history_days >= 1, "history_days", "must be at least 1")
     check(s.boot_timeout > 0, "boot_timeout", "must be positive")

@@ -8,9 +8,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server_responder.keys import validate_key
+
+if TYPE_CHECKING:
+    from server_responder.settings import Settings
 
 JSON_TYPE = "application/json"
 _DATA_SUFFIX = "@data"
@@ -29,6 +32,10 @@ class ObjectInfo:
     key: str
     size: int
     modified: float
+
+
+class StoreUnavailable(OSError):
+    """A remote store could not be reached or refused the request; worth retrying later."""
 
 
 class ResultStore(Protocol):
@@ -122,10 +129,13 @@ def write_atomically(path: Path, body: bytes, mode: int = 0o640, durable: bool =
         raise
 
 
-def open_store(location: str) -> ResultStore:
-    """The store a `store` setting names: a path or file:// URL (s3:// is added by the S3 store)."""
+def open_store(location: str, settings: Settings | None = None) -> ResultStore:
+    """The store a `store` setting names: a path, a file:// URL or an s3://bucket/prefix URL."""
     if location.startswith("s3://"):
-        raise ValueError("store: s3:// stores are not available in this build")
+        from server_responder.s3_store import S3ResultStore
+
+        return S3ResultStore.open(location, endpoint_url=settings.s3_endpoint_url if settings else "",
+                                  public=settings.public_results if settings else False)
     if location.startswith("file://"):
         location = location[len("file://"):]
     return LocalResultStore(Path(location))

@@ -204,12 +204,12 @@ def test_legacy_signatures_only_when_enabled(make_responder):
     assert accepted.status == 200 and accepted.json()["results"] == "9\n"
 
 
-def test_form_protocol_names_a_job_type_this_build_cannot_run(responder):
-    payload = json.dumps({"project": "owner/name", "project_request": "/hello"})
+def test_form_protocol_dispatches_project_requests_to_their_own_fields(responder):
+    payload = json.dumps({"project": "owner/name", "project_request": "no-leading-slash"})
     answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
                                headers=FORM, token=False)
-    assert answer.status == 501
-    assert answer.json()["type"] == "project_request"
+    assert answer.status == 400
+    assert answer.json()["field"] == "project_request"
 
 
 # Errors ----------------------------------------------------------------------------------------------------
@@ -269,9 +269,11 @@ def test_body_over_the_limit_is_413(make_responder):
 
 def test_full_queue_answers_429_with_retry_after(make_responder):
     responder = make_responder(workers=1, queue_size=1)
-    slow = {"script": "import time; time.sleep(3)"}
-    statuses = [responder.request("POST", "/jobs", body=slow).status for _ in range(4)]
-    assert statuses[:2] == [202, 202]
+    slow = {"script": "import time; time.sleep(5)"}
+    running = responder.request("POST", "/jobs", body=slow).json()
+    while responder.request("GET", f"/jobs/{running['id']}").json()["status"] == "queued":
+        time.sleep(0.05)
+    assert responder.request("POST", "/jobs", body=slow).status == 202
     answer = responder.request("POST", "/jobs", body=slow)
     assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
     assert answer.json()["error"] == "queue_full"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from server_responder import __version__
@@ -11,8 +10,10 @@ from server_responder.job_requests import (
 )
 from server_responder.jobs import Job
 from server_responder.keys import InvalidKey, validate_key
+from server_responder.last_request import RequestRecorder
 from server_responder.responder import Responder
 from server_responder.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.store import StoreUnavailable
 from server_responder.web.http import HttpError, Incoming, Response, Route
 
 MAX_WAIT_SECONDS = 600.0
@@ -21,10 +22,11 @@ MAX_WAIT_SECONDS = 600.0
 class JobsApi:
     """Submitting, reading and cancelling jobs, in the JSON API and the original form protocol."""
 
-    def __init__(self, responder: Responder) -> None:
+    def __init__(self, responder: Responder, recorder: RequestRecorder | None = None) -> None:
         self.responder = responder
         self.settings = responder.settings
         self.jobs = responder.jobs
+        self.recorder = recorder
 
     def routes(self) -> list[Route]:
         return [
@@ -37,6 +39,7 @@ class JobsApi:
         ]
 
     def submit_json(self, incoming: Incoming) -> Response:
+        self._record(incoming)
         if incoming.content_type not in ("application/json", ""):
             raise HttpError(415, "unsupported_media_type", "Content-Type: must be application/json")
         job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings,
@@ -49,6 +52,7 @@ class JobsApi:
                         headers={"Location": f"/jobs/{job.id}"})
 
     def submit_form(self, incoming: Incoming) -> Response:
+        self._record(incoming)
         fields = incoming.form()
         authorized = incoming.has_token(form_token=fields.get("api_token"))
         if not authorized and not fields.get("signature"):
@@ -60,6 +64,10 @@ class JobsApi:
         if not job.finished:
             return Response({"not_complete": True, **summary}, status=202, headers={"Location": f"/jobs/{job.id}"})
         return Response({"results": job.output, "exit_status": job.exit_status, **summary})
+
+    def _record(self, incoming: Incoming) -> None:
+        if self.recorder is not None:
+            self.recorder.record(incoming)
 
     def _submit(self, job_request: JobRequest, incoming: Incoming) -> Job:
         try:
@@ -95,12 +103,18 @@ class JobsApi:
             validate_key(key, "key")
         except InvalidKey as error:
             raise HttpError(400, "bad_request", str(error), field="key") from None
-        stored = self.responder.store.get(key)
+        unavailable = None
+        try:
+            stored = self.responder.store.get(key)
+        except StoreUnavailable as error:
+            stored, unavailable = None, error
         if stored is not None:
             return Response(stored.body, content_type=stored.content_type)
         pending = self.jobs.pending_for(key)
         if pending is not None:
             return Response({"not_complete": True, "status": pending.status, "job_id": pending.id}, status=202)
+        if unavailable is not None:
+            raise HttpError(503, "store_unavailable", str(unavailable), headers={"Retry-After": "30"})
         raise HttpError(404, "not_found", f"no result at {key}")
 
 
@@ -113,24 +127,19 @@ class StatusApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("GET", "/", self.home, "A page saying the responder is alive"),
             Route("GET", "/last_job", self.last_job, "When the box last worked (no auth)"),
             Route("GET", "/health", self.health, "Liveness and queue state"),
             Route("GET", "/index", self.index, "Available job types and their fields"),
             Route("GET", "/openapi.json", self.openapi, "This API as OpenAPI 3.1"),
         ]
 
-    def home(self, incoming: Incoming) -> Response:
-        page = (f"<!doctype html><title>Server Responder</title><h1>Server Responder {html.escape(__version__)}</h1>"
-                "<p>This responder is alive. See <a href=\"/openapi.json\">/openapi.json</a>.</p>")
-        return Response(page, content_type="text/html; charset=utf-8")
-
     def last_job(self, incoming: Incoming) -> dict[str, Any]:
-        return {**self.responder.clock.snapshot(), **self.responder.jobs.counts()}
+        return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
+        uploads = self.responder.uploads.counts() if self.responder.uploads else {}
         return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,
-                **self.responder.jobs.counts()}
+                **self.responder.jobs.counts(), **uploads}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
         return [{"type": name, "fields": fields} for name, fields in sorted(JOB_TYPES.items())]

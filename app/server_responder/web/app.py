@@ -1,19 +1,33 @@
-"""Building the CherryPy application and the engine plugin that runs the responder's services."""
+"""Building the CherryPy application and the engine plugins that run the responder's services."""
 
 from __future__ import annotations
 
-import cherrypy
-from cherrypy.process.plugins import SimplePlugin
+import logging
+import time
 
+import cherrypy
+from cherrypy.process.plugins import Monitor, SimplePlugin
+
+from server_responder.last_request import RequestRecorder
 from server_responder.responder import Responder
+from server_responder.self_stop import IdleWatch
 from server_responder.web.api import JobsApi, StatusApi
+from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
+from server_responder.web.lifecycle import LifecycleApi
+from server_responder.web.pages import PagesApi
+
+lifecycle_log = logging.getLogger("server_responder.lifecycle")
 
 
 def api_routes(responder: Responder) -> list[Route]:
-    routes: list[Route] = JobsApi(responder).routes()
+    recorder = RequestRecorder(lambda: responder.settings.secrets())
+    routes: list[Route] = JobsApi(responder, recorder).routes()
+    routes.extend(GitHubApi(responder).routes())
+    routes.extend(LifecycleApi(responder).routes())
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
+    routes.extend(PagesApi(responder, status, recorder).routes())
     return routes
 
 
@@ -52,6 +66,40 @@ class ResponderPlugin(SimplePlugin):
         self.responder.stop()
 
     stop.priority = 60
+
+
+class UploadPlugin(Monitor):
+    """Delivers spooled uploads in the background, also those left by an earlier run.
+
+    `UploadSpool.drain` never raises: an exception would stop a CherryPy Monitor for good.
+    """
+
+    def __init__(self, bus, responder: Responder) -> None:
+        super().__init__(bus, responder.uploads.drain, frequency=responder.settings.upload_retry_seconds,
+                         name="upload-spool")
+
+
+class IdleWatchPlugin(Monitor):
+    """Runs the idle watch every `idle_check_seconds`; its callback never raises, since that stops a Monitor."""
+
+    def __init__(self, bus, responder: Responder) -> None:
+        self.watch = IdleWatch.for_responder(responder)
+        frequency = responder.settings.idle_check_seconds if self.watch.policy.enabled else 0
+        super().__init__(bus, self.check, frequency=frequency, name="IdleWatch")
+
+    def start(self) -> None:
+        if not self.watch.policy.enabled:
+            lifecycle_log.info("idle watch off", extra={"event": "idle.watch_off"})
+        super().start()
+
+    # After the job workers (40) and the HTTP server (75), so the first check sees the box as it serves.
+    start.priority = 80
+
+    def check(self) -> None:
+        try:
+            self.watch.check(time.time())
+        except Exception:
+            lifecycle_log.exception("idle check failed", extra={"event": "idle.check_error"})
 
 
 def server_config(host: str, port: int) -> dict:

@@ -22,12 +22,12 @@ def _op(summary: str, responses: dict[str, Any], *, security: list | None = None
     return operation
 
 
+_HTML_PAGE = {"200": {"description": "HTML page", "content": {"text/html": {}}}}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{40}$"}}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/": {
-        "get": _op("A page saying the responder is alive",
-                   {"200": {"description": "HTML page", "content": {"text/html": {}}}}),
+        "get": _op("What this responder is, its version, health and idle state", _HTML_PAGE),
         "post": _op(
             "Submit a job with the original form protocol (api_token or signature, payload, command)",
             {"200": _json("FormResult", "The job finished within sync_wait_seconds"),
@@ -65,7 +65,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("A stored result document or artifact",
                    {"200": {"description": "The stored object with its content type"},
                     "202": _json("NotComplete", "A queued or running job will write this key"),
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR},
+                    "400": _ERROR, "401": _ERROR, "404": _ERROR,
+                    "503": _ERROR},
                    security=_TOKEN,
                    parameters=[{"name": "key", "in": "path", "required": True,
                                 "description": "A results key; may contain /",
@@ -75,10 +76,32 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("When the box last worked, and whether it is busy",
                    {"200": _json("LastJob", "Idle state")}),
     },
+    "/drain": {
+        "post": _op("Stop accepting jobs (503 with Retry-After) and let the queued and running ones finish",
+                    {"200": _json("LastJob", "Drained: nothing queued or running"),
+                     "202": _json("LastJob", "Draining: jobs still queued or running"), "400": _ERROR,
+                     "401": _ERROR},
+                    security=_TOKEN,
+                    parameters=[{"name": "wait", "in": "query", "description": "seconds to wait for the drain",
+                                 "schema": {"type": "number", "minimum": 0, "maximum": 600}}]),
+        "delete": _op("Accept jobs again", {"200": _json("LastJob", "Accepting"), "401": _ERROR},
+                      security=_TOKEN),
+    },
     "/health": {"get": _op("Liveness and queue state", {"200": _json("Health", "Alive")})},
     "/index": {"get": _op("Job types this responder runs, with their fields",
                           {"200": {"description": "A list of job types",
                                    "content": {"application/json": {"schema": {"type": "array"}}}}})},
+    "/example": {"get": _op("Example scripts, signed when the page is rendered, to run from the page", _HTML_PAGE)},
+    "/admin": {"get": _op("Recent jobs, the last request (credentials redacted), idle state and settings",
+                          {**_HTML_PAGE, "401": _ERROR, "404": _ERROR},
+                          description="HTTP basic auth, user `admin`, password `admin_pass`; 404 when no "
+                                      "admin_pass is configured.")},
+    "/static/{name}": {"get": _op("The pages' stylesheet, script and icon",
+                                  {"200": {"description": "The file", "content": {
+                                      "text/css": {}, "text/javascript": {}, "image/svg+xml": {}}},
+                                   "404": _ERROR},
+                                  parameters=[{"name": "name", "in": "path", "required": True,
+                                               "schema": {"type": "string"}}])},
     "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1",
                                                            "content": {"application/json": {}}}})},
 }
@@ -98,6 +121,13 @@ SCHEMAS: dict[str, Any] = {
             "results_location": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
             "timeout": {"type": "number", "exclusiveMinimum": 0},
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "upload_urls": {"type": "object", "description": "Presigned PUT URLs the result and artifacts are "
+                            "also written to (from `server-responder presign`)",
+                            "properties": {"result": {"type": "string", "format": "uri"},
+                                           "artifacts": {"type": "object",
+                                                         "additionalProperties": {"type": "string",
+                                                                                  "format": "uri"}}},
+                            "additionalProperties": False},
             "signature": {"type": "string", "description": "v1:<hex> from `server-responder sign`"},
             "expires": {"type": ["integer", "null"]},
         },
@@ -131,11 +161,69 @@ SCHEMAS: dict[str, Any] = {
     "LastJob": {"type": "object", "properties": {"last_time": _NULLABLE_STRING, "last_started": _NULLABLE_STRING,
                                                  "last_finished": _NULLABLE_STRING, "booted_at": {"type": "string"},
                                                  "running_jobs": {"type": "integer"},
-                                                 "queued_jobs": {"type": "integer"}}},
+                                                 "queued_jobs": {"type": "integer"},
+                                                 "idle_seconds": {"type": "number", "minimum": 0,
+                                                                  "description": "0 while a job is queued or running"},
+                                                 "draining": {"type": "boolean"},
+                                                 "drained": {"type": "boolean"}}},
     "Health": {"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
                                                 "accepting": {"type": "boolean"},
                                                 "running_jobs": {"type": "integer"},
-                                                "queued_jobs": {"type": "integer"}}},
+                                                "queued_jobs": {"type": "integer"},
+                                                "pending_uploads": {"type": "integer", "description":
+                                                                    "Spooled results not yet delivered"},
+                                                "failed_uploads": {"type": "integer", "description":
+                                                                   "Uploads a presigned URL refused, kept "
+                                                                   "in the data dir"}}},
+}
+
+
+# Project jobs: the fields of the command, project_request and github_push job types, and the webhook route.
+SCHEMAS["JobRequest"]["properties"].update({
+    "project": {"type": "string", "pattern": "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
+                "description": "owner/name, appended to repo_base_url"},
+    "command": {"type": "string", "description": "run through /bin/sh -c in the checkout"},
+    "commit": {"type": "string", "description": "a sha or ref, a comma-separated list, or history"},
+    "project_request": {"type": "string", "pattern": "^/", "description": "path sent to the project's web app"},
+    "request_method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"], "default": "POST"},
+    "request_body": {"type": "string"},
+    "request_content_type": {"type": "string", "default": "application/x-www-form-urlencoded"},
+    "push": {"type": "object", "description": "a GitHub push event payload (type github_push)"},
+    "callback_url": {"type": "string", "format": "uri", "description": "POSTed a Callback when the job ends"},
+})
+SCHEMAS["Callback"] = {
+    "type": "object",
+    "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
+                   "exit_status": {"type": ["integer", "null"]}, "project_key": _NULLABLE_STRING,
+                   "commit_key": _NULLABLE_STRING, "results_location": {"type": "string"},
+                   "commit_keys": {"type": "array", "items": {"type": "string"}}},
+}
+SCHEMAS["WebhookAnswer"] = {
+    "type": "object",
+    "properties": {"pong": {"const": True}, "zen": _NULLABLE_STRING, "ignored": {"type": "boolean"},
+                   "event": {"type": "string"}, "detail": {"type": "string"}, "redelivery": {"type": "boolean"},
+                   "id": {"type": "string"}, "status": {"type": "string"}},
+}
+_GITHUB_HEADERS = [
+    {"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "sha256=<hex HMAC-SHA256 of the raw body with github_secret>"},
+    {"name": "X-GitHub-Event", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-GitHub-Delivery", "in": "header", "schema": {"type": "string"},
+     "description": "a redelivery of a known delivery returns the first job"},
+]
+PATHS["/github"] = {
+    "post": _op(
+        "A GitHub webhook delivery: ping answered, push runs .deferred_server at the pushed commit, others ignored; "
+        "404 when no github_secret is set",
+        {"200": _json("WebhookAnswer", "ping answered, or a redelivery: the job the first delivery started"),
+         "202": _json("WebhookAnswer", "push accepted (the job), or the event or branch deletion ignored"),
+         "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "429": _ERROR, "503": _ERROR},
+        parameters=_GITHUB_HEADERS,
+        requestBody={"required": True, "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["payload"],
+                                                             "properties": {"payload": {"type": "string"}}}}}},
+    ),
 }
 
 

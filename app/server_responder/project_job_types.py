@@ -1,0 +1,170 @@
+"""Request fields of the project job types (command, project_request, github_push), every one checked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from server_responder import callbacks, git_repos, webhooks
+from server_responder.job_requests import (
+    JobRequest, RequestError, env_field, location_field, register_job_type, timeout_field,
+)
+from server_responder.settings import Settings
+
+MAX_COMMAND_LENGTH = 16 * 1024
+MAX_REQUEST_BODY = 1024 * 1024
+REQUEST_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_REQUEST_PATH = re.compile(r"/[\x21-\x7e]{0,2047}")
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(; ?[\x20-\x7e]{1,200})?")
+
+_COMMON = {
+    "project": "owner/name of the repository at repo_base_url (required)",
+    "results_location": "store key for the result document (default results/<job id>)",
+    "timeout": "seconds before the command is killed (default default_timeout, at most max_timeout)",
+    "env": "extra environment variables for the job",
+    "callback_url": "http(s) URL to POST {job_id, status, exit_status, project_key, commit_key, "
+                    "results_location} to when the job ends (default callback_url)",
+}
+COMMAND_FIELDS = {
+    **_COMMON,
+    "command": "run through /bin/sh -c in the checkout (default default_command)",
+    "commit": "a sha or ref, a comma-separated list of them (_<list>_ in results_location becomes _<sha>_), "
+              "or history: one commit a day over history_days (default: the default branch)",
+}
+PROJECT_REQUEST_FIELDS = {
+    **_COMMON,
+    "project_request": "path of the request sent to the project's own web app (required)",
+    "request_method": "HTTP method of that request (default POST)",
+    "request_body": "body of that request (default empty)",
+    "request_content_type": "its Content-Type (default application/x-www-form-urlencoded)",
+    "commit": "a sha or ref (default: the default branch)",
+}
+GITHUB_PUSH_FIELDS = {
+    "push": "GitHub's push event payload (required); the command comes from .deferred_server at `after`",
+    "results_location": _COMMON["results_location"],
+    "callback_url": _COMMON["callback_url"],
+}
+
+
+def refuse_unknown(body: Mapping[str, Any], known: Mapping[str, str]) -> None:
+    unknown = sorted(set(body) - set(known) - {"type"})
+    if unknown:
+        raise RequestError(unknown[0], f"is not a field of this job type; fields: {', '.join(sorted(known))}")
+
+
+def project_field(body: Mapping[str, Any]) -> str:
+    try:
+        return git_repos.validate_project(body.get("project"))
+    except git_repos.InvalidProject as error:
+        raise RequestError("project", str(error)) from None
+
+
+def commits_field(body: Mapping[str, Any], *, single: bool = False) -> list[str]:
+    try:
+        commits = git_repos.parse_commits(body.get("commit"))
+    except git_repos.InvalidRevision as error:
+        raise RequestError("commit", str(error)) from None
+    if single and (len(commits) > 1 or commits == [git_repos.HISTORY]):
+        raise RequestError("commit", "must be one commit sha or ref for this job type")
+    return commits
+
+
+def command_field(body: Mapping[str, Any], settings: Settings) -> str:
+    command = body.get("command")
+    if command is None:
+        return settings.default_command
+    if not isinstance(command, str) or not command.strip():
+        raise RequestError("command", "must be a non-empty string")
+    if "\x00" in command or len(command) > MAX_COMMAND_LENGTH:
+        raise RequestError("command", f"must be at most {MAX_COMMAND_LENGTH} characters without NUL")
+    return command
+
+
+def callback_field(body: Mapping[str, Any]) -> str | None:
+    url = body.get("callback_url")
+    if url is None:
+        return None
+    try:
+        return callbacks.validate_callback_url(url)
+    except callbacks.InvalidCallbackUrl as error:
+        raise RequestError("callback_url", str(error)) from None
+
+
+def parse_command(body: Mapping[str, Any], settings: Settings) -> JobRequest:
+    refuse_unknown(body, COMMAND_FIELDS)
+    commits = commits_field(body)
+    template = location_template(body, commits)
+    spec = {
+        "project": project_field(body),
+        "command": command_field(body, settings),
+        "commits": commits,
+        "commit": body.get("commit"),
+        "location_template": template,
+        "timeout": timeout_field(body, settings),
+        "env": env_field(body),
+        "callback_url": callback_field(body),
+    }
+    # With a per-commit template the job's own document goes to its default location.
+    return JobRequest("command", spec, None if template else location_field(body))
+
+
+def location_template(body: Mapping[str, Any], commits: list[str]) -> str | None:
+    """results_location holding `_<commit list>_`, which each commit's result replaces with `_<sha>_`."""
+    location, given = body.get("results_location"), body.get("commit")
+    if not isinstance(location, str) or not isinstance(given, str) or len(commits) == 1 and given != git_repos.HISTORY:
+        return None
+    placeholder = f"_{given}_"
+    if placeholder not in location:
+        return None
+    # The list's commas are outside the key alphabet; what is stored is the location with a sha in their place.
+    location_field({"results_location": location.replace(placeholder, "_" + "0" * 40 + "_")})
+    return location
+
+
+def parse_project_request(body: Mapping[str, Any], settings: Settings) -> JobRequest:
+    refuse_unknown(body, PROJECT_REQUEST_FIELDS)
+    path = body.get("project_request")
+    if not isinstance(path, str) or not _REQUEST_PATH.fullmatch(path):
+        raise RequestError("project_request", "must be a path starting with / of printable characters, "
+                                              "without spaces, at most 2048 long")
+    method = body.get("request_method", "POST")
+    if not isinstance(method, str) or method.upper() not in REQUEST_METHODS:
+        raise RequestError("request_method", f"must be one of {', '.join(REQUEST_METHODS)}")
+    request_body = body.get("request_body", "")
+    if not isinstance(request_body, str) or len(request_body.encode()) > MAX_REQUEST_BODY:
+        raise RequestError("request_body", f"must be a string of at most {MAX_REQUEST_BODY} bytes")
+    content_type = body.get("request_content_type", "application/x-www-form-urlencoded")
+    if not isinstance(content_type, str) or not _CONTENT_TYPE.fullmatch(content_type):
+        raise RequestError("request_content_type", "must be a media type such as application/json")
+    spec = {
+        "project": project_field(body),
+        "commits": commits_field(body, single=True),
+        "path": path,
+        "method": method.upper(),
+        "body": request_body,
+        "content_type": content_type,
+        "timeout": timeout_field(body, settings),
+        "env": env_field(body),
+        "callback_url": callback_field(body),
+    }
+    return JobRequest("project_request", spec, location_field(body))
+
+
+def parse_github_push(body: Mapping[str, Any], settings: Settings) -> JobRequest:
+    refuse_unknown(body, GITHUB_PUSH_FIELDS)
+    push = body.get("push")
+    if not isinstance(push, Mapping):
+        raise RequestError("push", "is required: GitHub's push event payload as an object")
+    try:
+        spec = webhooks.push_spec(push)
+    except webhooks.DeliveryError as error:
+        raise RequestError("push", str(error)) from None
+    spec["callback_url"] = callback_field(body)
+    return JobRequest("github_push", spec, location_field(body))
+
+
+def register_project_job_types() -> None:
+    register_job_type("command", COMMAND_FIELDS, parse_command)
+    register_job_type("project_request", PROJECT_REQUEST_FIELDS, parse_project_request)
+    register_job_type("github_push", GITHUB_PUSH_FIELDS, parse_github_push)
