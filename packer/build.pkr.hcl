@@ -26,6 +26,7 @@ build {
       "TESTINFRA_PORT=${build.Port}",
       "TESTINFRA_USER=${build.User}",
       "TESTINFRA_PRIVATE_KEY=${build.SSHPrivateKey}",
+      "TESTINFRA_PRIVATE_KEY_FILE=${var.qemu_ssh_private_key_file}",
     ]
   }
 

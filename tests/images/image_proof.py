@@ -251,7 +251,7 @@ class ImageProof:
         ssh_config.write_text(answer)
         self._sh(
             sys.executable, "-m", "pytest", "-p", "no:cacheprovider", self.infra_suite,
-            f"--hosts=ssh://{MACHINE}", f"--ssh-config={ssh_config}",
+            "--sudo", f"--hosts=ssh://{MACHINE}", f"--ssh-config={ssh_config}",
             timeout=1200,
         )  # fmt: skip
 
