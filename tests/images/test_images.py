@@ -1,0 +1,29 @@
+"""The VM proof (image_proof.py) as tests: one test per step, in order; each fails if its step fails."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from image_proof import STEPS, ImageProof
+
+pytestmark = [
+    pytest.mark.vms,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the VM proof needs root: debootstrap, libvirt, QEMU"),
+]
+
+
+@pytest.fixture(scope="module")
+def proof(tmp_path_factory: pytest.TempPathFactory, step_report: Callable[[str], None]) -> Iterator[ImageProof]:
+    workdir: Path = tmp_path_factory.mktemp("image-proof")
+    with ImageProof(workdir, report=step_report) as image_proof:
+        yield image_proof
+    total = sum(step.seconds for step in image_proof.times)
+    step_report(f"[images] total {total:.1f} s; logs in {workdir / 'logs'}")
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_step(proof: ImageProof, step: str) -> None:
+    proof.run(step)
