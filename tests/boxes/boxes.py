@@ -505,6 +505,7 @@ class Box:
 
 
 TIMINGS: list[tuple[str, str, float]] = []
+OUTCOMES: list[tuple[str, str, str]] = []
 
 
 @dataclass
@@ -536,3 +537,6 @@ class BoxRun:
 
     def time(self, what: str, seconds: float) -> None:
         TIMINGS.append((self.suite, what, seconds))
+
+    def outcome(self, what: str, summary: str) -> None:
+        OUTCOMES.append((self.suite, what, summary))
