@@ -446,7 +446,8 @@ class Box:
             "[ssh_connection]\n"
             "pipelining = True\n"
             "ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=/dev/null "
-            "-o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o LogLevel=ERROR\n"
+            "-o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o LogLevel=ERROR -o ConnectTimeout=10 "
+            "-o ServerAliveInterval=5 -o ServerAliveCountMax=6\n"
             f"control_path_dir = {self.control_dir}/ansible\n"
         )
 
