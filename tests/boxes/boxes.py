@@ -25,6 +25,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,8 @@ DEBOOTSTRAP_PACKAGES = (
     "systemd-sysv", "openssh-server", "python3", "python3-apt", "sudo", "dbus", "iproute2", "ca-certificates",
 )
 RUNS_KEPT_DAYS = 7
+# A second run on the same machine waits this long for a box name held by the first one.
+BOX_LOCK_WAIT_SECONDS = 1800
 CONTROL_DIR = Path("/run/sr-boxes")
 # The ansible-playbook of the Python running the tests (the project's venv), on the PATH or not.
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
@@ -164,6 +167,16 @@ def prune_old_runs() -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _terminate(pid: int, grace: float = 30) -> None:
+    """SIGTERM (systemd-nspawn then shuts its container down cleanly), SIGKILL after the grace period."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+
+
 class AptProxy(http.server.ThreadingHTTPServer):
     """A plain-HTTP forward proxy for the box's apt, on the box's private link, to the host's mirror only.
 
@@ -289,6 +302,7 @@ class Box:
         self.inventory = workdir / "inventory.yml"
         self.ansible_cfg = workdir / "ansible.cfg"
         self.boots = 0
+        self._lock: Any = None
         # Unix socket paths are short: SSH connection sharing lives under /run, not in the work directory.
         self.control_dir = CONTROL_DIR / spec.name
 
@@ -300,6 +314,7 @@ class Box:
 
     def create(self) -> Box:
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._hold_name()
         self._stop_leftovers()
         run(["cp", "-a", "--reflink=auto", str(self.source_rootfs), str(self.root)], log=self.logs / "setup.log")
         self._configure_rootfs()
@@ -312,32 +327,52 @@ class Box:
 
     def destroy(self) -> None:
         """Stop the box by its PID, remove its network and its root filesystem; its logs stay."""
-        with contextlib.suppress(Exception):
-            self.stop()
-        if self.proxy is not None:
-            self.proxy.stop()
-            self.proxy = None
-        self._network_down()
-        shutil.rmtree(self.root, ignore_errors=True)
-        shutil.rmtree(self.control_dir, ignore_errors=True)
+        try:
+            with contextlib.suppress(Exception):
+                self.stop()
+            if self.proxy is not None:
+                self.proxy.stop()
+                self.proxy = None
+            self._stop_leftovers()
+            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.control_dir, ignore_errors=True)
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def _hold_name(self) -> None:
+        """Hold the box's name (machine, network namespace, addresses) for this run, waiting for another run."""
+        CONTROL_DIR.mkdir(parents=True, exist_ok=True)
+        self._lock = (CONTROL_DIR / f"{self.name}.lock").open("w")
+        deadline = time.monotonic() + BOX_LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BoxError(f"{self.name} is held by another run for over {BOX_LOCK_WAIT_SECONDS}s") from None
+                time.sleep(2)
 
     def _pid_file(self) -> Path:
         return RUNS_DIR / f"{self.name}.pid"
 
     def _stop_leftovers(self) -> None:
-        """A box of the same name left running by an interrupted run is ours: stop it by its recorded PID."""
+        """Anything left under this box's name, while this run holds the name, was left by a run that died:
+        its systemd-nspawn (by its recorded PID) and whatever still runs in the box's network namespace."""
         pid_file = self._pid_file()
         if pid_file.is_file():
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pid_file.read_text())
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 if cmdline[0].endswith(b"systemd-nspawn") and f"--machine={self.name}".encode() in cmdline:
-                    os.kill(pid, signal.SIGKILL)
-                    for _ in range(100):
-                        if not Path(f"/proc/{pid}").exists():
-                            break
-                        time.sleep(0.1)
+                    _terminate(pid)
             pid_file.unlink(missing_ok=True)
+        if Path(f"/run/netns/{self.name}").exists():
+            for pid in run(["ip", "netns", "pids", self.name], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
         self._network_down()
 
     def _configure_rootfs(self) -> None:
@@ -411,7 +446,8 @@ class Box:
             "[ssh_connection]\n"
             "pipelining = True\n"
             "ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=/dev/null "
-            "-o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o LogLevel=ERROR\n"
+            "-o StrictHostKeyChecking=no -o IdentitiesOnly=yes -o LogLevel=ERROR -o ConnectTimeout=10 "
+            "-o ServerAliveInterval=5 -o ServerAliveCountMax=6\n"
             f"control_path_dir = {self.control_dir}/ansible\n"
         )
 
@@ -505,6 +541,7 @@ class Box:
 
 
 TIMINGS: list[tuple[str, str, float]] = []
+OUTCOMES: list[tuple[str, str, str]] = []
 
 
 @dataclass
@@ -536,3 +573,6 @@ class BoxRun:
 
     def time(self, what: str, seconds: float) -> None:
         TIMINGS.append((self.suite, what, seconds))
+
+    def outcome(self, what: str, summary: str) -> None:
+        OUTCOMES.append((self.suite, what, summary))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from boxes import RUNS_DIR, SPECS, TIMINGS, Box, BoxRun, ensure_rootfs, host_mirror, make_ssh_key, prune_old_runs
+from boxes import RUNS_DIR, SPECS, OUTCOMES, TIMINGS, Box, BoxRun, ensure_rootfs, host_mirror, make_ssh_key, prune_old_runs
 
 RUN_DIRS: list[Path] = []
 
@@ -58,5 +58,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("test box timings")
     for suite, what, seconds in TIMINGS:
         terminalreporter.write_line(f"{suite:<9} {what:<42} {seconds:7.1f} s")
+    for suite, what, summary in OUTCOMES:
+        terminalreporter.write_line(f"{suite:<9} {what:<42} {summary}")
     for run_dir in RUN_DIRS:
         terminalreporter.write_line(f"logs of every step: {run_dir}")

@@ -66,6 +66,7 @@ def host_suite(run: BoxRun, step: str, *options: str) -> None:
                             timeout=600)
     run.time(step, time.monotonic() - started)
     run.log(step).write_text(result.stdout)
+    run.outcome(step, (result.stdout.strip().splitlines() or ["no output"])[-1].strip("= "))
     print(f"\n----- {' '.join(argv[2:])}\n{result.stdout}")
     assert result.returncode == 0, f"the host suite failed on {run.box.name}; output in {run.log(step)}"
 
