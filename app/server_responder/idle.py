@@ -32,6 +32,8 @@ class IdleStatus:
     running_jobs: int
     queued_jobs: int
     draining: bool
+    # Results spooled but not yet in the store: a stop now would leave them on the box's disk until it boots again.
+    pending_uploads: int = 0
 
     @property
     def busy(self) -> bool:
@@ -70,6 +72,7 @@ class IdleStatus:
             "queued_jobs": self.queued_jobs,
             "booted_at": iso_utc(self.booted_at),
             "idle_seconds": round(self.idle_seconds, 1),
+            "pending_uploads": self.pending_uploads,
             "draining": self.draining,
             "drained": self.drained,
         }
@@ -109,13 +112,13 @@ class IdleClock:
         return max(moments) if moments else None
 
     def status(self, counts: dict[str, int], draining: bool, now: float | None = None) -> IdleStatus:
-        """The box's idle state given the job service's `counts()` and whether it is draining."""
+        """The box's idle state given the job and upload counts and whether it is draining."""
         with self._lock:
             record = dict(self._record)
         return IdleStatus(now=self.now() if now is None else now, booted_at=self.booted_at,
                           last_started=record["last_started"], last_finished=record["last_finished"],
                           running_jobs=counts.get("running_jobs", 0), queued_jobs=counts.get("queued_jobs", 0),
-                          draining=draining)
+                          draining=draining, pending_uploads=counts.get("pending_uploads", 0))
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from server_responder.idle import iso_utc
+from server_responder.self_stop import UPLOAD_WAIT_FACTOR
 from server_responder.store import write_atomically
 
 STOP = "stop"
@@ -96,6 +97,10 @@ def judge(poll: Poll, now: float, idle_threshold: float, unreachable_threshold: 
         return Judgement(KEEP, f"busy: {running} running, {queued} queued")
     if idle < idle_threshold:
         return Judgement(KEEP, f"idle for {idle:.0f} s < {idle_threshold:g} s")
+    # As the box's own idle stop: results still uploading get one more threshold; the spool survives a stop.
+    pending = document.get("pending_uploads")
+    if isinstance(pending, int) and pending > 0 and idle < UPLOAD_WAIT_FACTOR * idle_threshold:
+        return Judgement(KEEP, f"idle for {idle:.0f} s, {pending} results still uploading")
     return Judgement(STOP, f"idle for {idle:.0f} s >= {idle_threshold:g} s, nothing queued or running")
 
 

@@ -44,8 +44,13 @@ class Responder:
         self.jobs.start()
         self.drain.restore()
 
+    def counts(self) -> dict[str, int]:
+        """Queued and running jobs, and uploads pending or given up when results go to a remote store."""
+        uploads = self.uploads.counts() if self.uploads is not None else {}
+        return {**self.jobs.counts(), **uploads}
+
     def idle_status(self) -> IdleStatus:
-        return self.clock.status(self.jobs.counts(), self.drain.draining)
+        return self.clock.status(self.counts(), self.drain.draining)
 
     def stop(self) -> None:
         self.jobs.stop()

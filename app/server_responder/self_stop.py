@@ -26,6 +26,9 @@ SHUTDOWN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 # Past the lifetime, running jobs get this long beyond their own longest timeout before they are interrupted.
 LIFETIME_MARGIN_SECONDS = 60.0
 
+# Results still uploading hold an idle box up until it has been idle this many thresholds.
+UPLOAD_WAIT_FACTOR = 2
+
 KEEP = "keep"
 DRAIN = "drain"
 SHUTDOWN = "shutdown"
@@ -81,6 +84,10 @@ def decide(status: IdleStatus, policy: StopPolicy, retry_at: float | None = None
         return Decision(KEEP, "boot_grace")
     if status.idle_seconds < policy.idle_threshold:
         return Decision(KEEP, "not_idle_long_enough")
+    # The spool outlives a stop and is delivered at the next boot, so a store that stays down holds the box
+    # up for one more idle threshold at most.
+    if status.pending_uploads > 0 and status.idle_seconds < UPLOAD_WAIT_FACTOR * policy.idle_threshold:
+        return Decision(KEEP, "uploads_pending")
     return Decision(SHUTDOWN, "idle")
 
 
@@ -115,7 +122,7 @@ class IdleWatch:
     def for_responder(cls, responder: Responder) -> IdleWatch:
         settings = responder.settings
         return cls(StopPolicy.from_settings(settings), settings.shutdown_command, responder.clock,
-                   responder.jobs.counts, responder.drain)
+                   responder.counts, responder.drain)
 
     def status(self, now: float) -> IdleStatus:
         return self.clock.status(self.counts(), self.drain.draining, now)
@@ -170,4 +177,5 @@ class IdleWatch:
             "idle_seconds": round(status.idle_seconds, 1), "threshold_seconds": self.policy.idle_threshold,
             "uptime_seconds": round(status.uptime_seconds, 1), "boot_grace_seconds": self.policy.boot_grace,
             "max_lifetime_seconds": self.policy.max_lifetime, "running_jobs": status.running_jobs,
-            "queued_jobs": status.queued_jobs, "draining": status.draining})
+            "queued_jobs": status.queued_jobs, "pending_uploads": status.pending_uploads,
+            "draining": status.draining})

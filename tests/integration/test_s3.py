@@ -258,6 +258,8 @@ def test_results_made_while_the_endpoint_is_down_arrive_when_it_is_back(s3_respo
     assert job["status"] == "succeeded" and job["error"] is None
     # Four documents, the artifacts job's document, its index and three artifacts.
     assert pending_uploads(responder) == 9
+    # The box says so to whoever decides to stop it.
+    assert responder.request("GET", "/last_job", token=False).json()["pending_uploads"] == 9
     # Pending uploads are read from the spool, by the API and by `cat` on the box.
     assert responder.request("GET", "/results/outage/2").json()["results"] == "2\n"
     assert responder.request("GET", "/results/outage/artifacts_artifact_files_blob.bin").body == bytes(range(256))
@@ -268,6 +270,7 @@ def test_results_made_while_the_endpoint_is_down_arrive_when_it_is_back(s3_respo
     s3.start()
     s3.create_bucket()
     wait_until(lambda: pending_uploads(responder) == 0, "uploads delivered after the endpoint is back")
+    assert responder.request("GET", "/last_job", token=False).json()["pending_uploads"] == 0
     for n in range(4):
         assert s3.document(f"outage/{n}")["results"] == f"{n}\n"
     objects = s3.objects()

@@ -40,8 +40,8 @@ def test_document_has_every_field_in_utc():
     document = status(last_started=0.0, last_finished=60.0).document()
     assert document == {"last_time": "1970-01-01T00:01:00Z", "last_started": "1970-01-01T00:00:00Z",
                         "last_finished": "1970-01-01T00:01:00Z", "running_jobs": 0, "queued_jobs": 0,
-                        "booted_at": "1970-01-01T00:01:40Z", "idle_seconds": 900.0, "draining": False,
-                        "drained": False}
+                        "booted_at": "1970-01-01T00:01:40Z", "idle_seconds": 900.0, "pending_uploads": 0,
+                        "draining": False, "drained": False}
 
 
 def test_record_is_written_at_start_and_end_and_read_back(tmp_path):

@@ -24,6 +24,13 @@ def test_busy_or_recently_working_box_is_kept(document):
     assert judge(Poll(document=document), 0.0, 900, 1800, None).action == KEEP
 
 
+def test_results_still_uploading_hold_an_idle_box_for_one_more_threshold():
+    uploading = {**IDLE, "pending_uploads": 3}
+    judgement = judge(Poll(document=uploading), 0.0, 900, 1800, None)
+    assert judgement.action == KEEP and "3 results still uploading" in judgement.reason
+    assert judge(Poll(document={**uploading, "idle_seconds": 1800.0}), 0.0, 900, 1800, None).action == STOP
+
+
 def test_a_single_failed_poll_never_stops_an_instance():
     judgement = judge(Poll(error="connection refused"), 5000.0, 900, 0.0001, None)
     assert judgement.action == KEEP and judgement.unreachable_since == 5000.0

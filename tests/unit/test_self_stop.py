@@ -35,6 +35,10 @@ def status(**changes):
     ({"now": 3_600.0}, StopPolicy(0, 0, 3_600, 100, 60), (SHUTDOWN, "max_lifetime")),
     ({"now": 3_700.0, "running_jobs": 1}, StopPolicy(0, 0, 3_600, 100, 60), (SHUTDOWN, "max_lifetime_jobs_overdue")),
     ({"now": 3_599.0, "last_finished": 3_598.0}, StopPolicy(900, 0, 3_600, 100, 60), (KEEP, "not_idle_long_enough")),
+    ({"last_finished": 9_000.0, "pending_uploads": 2}, POLICY, (KEEP, "uploads_pending")),
+    ({"last_finished": 9_000.0, "pending_uploads": 0}, POLICY, (SHUTDOWN, "idle")),
+    ({"last_finished": 8_200.0, "pending_uploads": 2}, POLICY, (SHUTDOWN, "idle")),
+    ({"now": 3_600.0, "pending_uploads": 2}, StopPolicy(900, 0, 3_600, 100, 60), (SHUTDOWN, "max_lifetime")),
 ])
 def test_decide(changes, policy, expected):
     decision = decide(status(**changes), policy)

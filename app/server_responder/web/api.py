@@ -137,9 +137,8 @@ class StatusApi:
         return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
-        uploads = self.responder.uploads.counts() if self.responder.uploads else {}
         return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,
-                **self.responder.jobs.counts(), **uploads}
+                **self.responder.counts()}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
         return [{"type": name, "fields": fields} for name, fields in sorted(JOB_TYPES.items())]

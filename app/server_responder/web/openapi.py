@@ -164,6 +164,9 @@ SCHEMAS: dict[str, Any] = {
                                                  "queued_jobs": {"type": "integer"},
                                                  "idle_seconds": {"type": "number", "minimum": 0,
                                                                   "description": "0 while a job is queued or running"},
+                                                 "pending_uploads": {"type": "integer", "description":
+                                                                     "Results not yet in the store: the box "
+                                                                     "is kept up a while for them"},
                                                  "draining": {"type": "boolean"},
                                                  "drained": {"type": "boolean"}}},
     "Health": {"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
