@@ -458,10 +458,11 @@ class Box:
         started = time.monotonic()
         self.boots += 1
         console = (self.logs / f"console-{self.boots}.log").open("w")
+        # CAP_NET_ADMIN, as any machine's root has, for the role's firewall rules; the namespace is the box's own.
         self.process = subprocess.Popen(
             ["systemd-nspawn", "--quiet", "--boot", f"--directory={self.root}", f"--machine={self.name}",
              "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{self.name}", "--link-journal=no",
-             "--resolv-conf=off", "--console=read-only"],
+             "--capability=CAP_NET_ADMIN", "--resolv-conf=off", "--console=read-only"],
             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
         )
         console.close()

@@ -22,6 +22,9 @@ TOKEN_FILE = f"{DATA_DIR}/api_token"
 TLS_KEY = "/etc/nginx/tls/server.key"
 TLS_CERTIFICATE = "/etc/nginx/tls/server.crt"
 UNIT = "server-responder"
+JOB_NETWORK_UNIT = "server-responder-job-network"
+JOB_NETWORK_TABLE = "inet server_responder_jobs"
+METADATA_ADDRESS = "169.254.169.254"
 SECRET_NAMES = ("api_key", "code_secret", "admin_pass", "github_secret")
 
 CLIENT_SOURCE = (Path(__file__).parent / "box_client.py").read_text()
@@ -75,6 +78,12 @@ class Appliance:
         pid = int(self.host.check_output(f"systemctl show -p MainPID --value {UNIT}"))
         assert pid > 0, f"{UNIT} is not running"
         return pid
+
+    def blocked_connections(self) -> int:
+        """Packets the job user's network rules have stopped so far."""
+        listing = json.loads(self.host.check_output(f"nft --json list table {JOB_NETWORK_TABLE}"))
+        return sum(expression["counter"]["packets"] for entry in listing["nftables"] if "rule" in entry
+                   for expression in entry["rule"]["expr"] if "counter" in expression)
 
     def can_read_as_job_user(self, path: str) -> bool:
         return self.host.run(f"runuser -u {JOB_USER} -- test -r {shlex.quote(path)}").rc == 0

@@ -3,7 +3,7 @@
 import pytest
 
 from appliance_host import (
-    CONFIG_FILE, ENV_FILE, SECRET_NAMES, SECRETS_DIR, TLS_CERTIFICATE, TLS_KEY, TOKEN_FILE, UNIT,
+    CONFIG_FILE, ENV_FILE, JOB_NETWORK_UNIT, SECRET_NAMES, SECRETS_DIR, TLS_CERTIFICATE, TLS_KEY, TOKEN_FILE, UNIT,
 )
 
 pytestmark = pytest.mark.image
@@ -33,6 +33,10 @@ def test_image_service_is_enabled(host):
 
 def test_image_service_is_stopped(host):
     assert not host.service(UNIT).is_running
+
+
+def test_image_loads_the_job_network_rules_at_boot(host):
+    assert host.service(JOB_NETWORK_UNIT).is_enabled
 
 
 def test_image_makes_its_certificate_at_first_boot(host):

@@ -1,10 +1,14 @@
 """Jobs submitted through nginx over HTTPS, and what they can see."""
 
 import json
+import shlex
+import time
 
 import pytest
 
-from appliance_host import CONFIG_FILE, DATA_DIR, ENV_FILE, JOB_USER, LOG_DIR, SECRETS_DIR, TOKEN_FILE
+from appliance_host import (
+    CONFIG_FILE, DATA_DIR, ENV_FILE, JOB_USER, LOG_DIR, METADATA_ADDRESS, SECRETS_DIR, SERVICE_USER, TOKEN_FILE,
+)
 
 NINE = {"python": "print(5 + 4)", "bash": "echo $((5 + 4))", "sh": "echo $((5 + 4))", "ruby": "puts 5 + 4",
         "node": "console.log(5 + 4)"}
@@ -24,6 +28,25 @@ for path in sys.argv[1:] or %r:
         outcome[path] = "missing"
 print(json.dumps(outcome))
 """
+
+# Connects to the instance metadata service's address and says what happened.
+METADATA_PROBE = f"""
+import socket
+probe = socket.socket()
+probe.settimeout(5)
+try:
+    probe.connect(({METADATA_ADDRESS!r}, 80))
+    print("connected")
+except OSError as error:
+    print(type(error).__name__)
+"""
+METADATA_STANDIN = f"""
+import socket
+server = socket.create_server(({METADATA_ADDRESS!r}, 80))
+while True:
+    server.accept()[0].close()
+"""
+STANDIN_UNIT = "server-responder-test-metadata"
 
 
 def test_job_returns_its_output(appliance):
@@ -83,3 +106,32 @@ def test_job_is_logged_as_json(host, appliance):
     job = appliance.job("print('logged')")
     lines = host.check_output(f"grep -F {job['id']} {LOG_DIR}/server-responder.log").splitlines()
     assert lines and all(json.loads(line) for line in lines)
+
+
+@pytest.fixture
+def metadata_standin(host):
+    """A listener at the metadata address on the box itself, so that no probe leaves the box."""
+    host.run_expect([0], f"ip address add {METADATA_ADDRESS}/32 dev lo")
+    try:
+        host.run_expect([0], f"systemd-run --quiet --unit={STANDIN_UNIT} python3 -c {shlex.quote(METADATA_STANDIN)}")
+        listening = host.socket(f"tcp://{METADATA_ADDRESS}:80")
+        deadline = time.monotonic() + 10
+        while not listening.is_listening and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield
+    finally:
+        host.run(f"systemctl stop {STANDIN_UNIT}")
+        host.run(f"ip address del {METADATA_ADDRESS}/32 dev lo")
+
+
+def test_job_cannot_reach_the_instance_metadata_service(appliance, metadata_standin):
+    before = appliance.blocked_connections()
+    assert appliance.job_output(METADATA_PROBE) == "ConnectionRefusedError\n"
+    assert appliance.blocked_connections() > before
+
+
+def test_service_user_still_reaches_the_instance_metadata_service(host, appliance, metadata_standin):
+    before = appliance.blocked_connections()
+    probe = host.run(f"runuser -u {SERVICE_USER} -- python3 -c {shlex.quote(METADATA_PROBE)}")
+    assert probe.stdout == "connected\n"
+    assert appliance.blocked_connections() == before

@@ -2,7 +2,7 @@
 
 import pytest
 
-from appliance_host import DATA_DIR, JOB_USER, LOG_DIR, SERVICE_USER, UNIT
+from appliance_host import DATA_DIR, JOB_NETWORK_UNIT, JOB_USER, LOG_DIR, SERVICE_USER, UNIT
 
 # Capabilities as systemctl names them, and as a /proc status mask (CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7).
 CAPABILITIES = "cap_kill cap_setgid cap_setuid"
@@ -16,6 +16,18 @@ def test_unit_is_active(host):
 
 def test_unit_is_enabled(host):
     assert host.service(UNIT).is_enabled
+
+
+def test_job_network_rules_are_loaded(host):
+    assert host.service(JOB_NETWORK_UNIT).is_running
+
+
+def test_job_network_rules_are_loaded_at_boot(host):
+    assert host.service(JOB_NETWORK_UNIT).is_enabled
+
+
+def test_job_network_rules_come_before_the_service(host):
+    assert f"{UNIT}.service" in host.check_output(f"systemctl show -p Before --value {JOB_NETWORK_UNIT}").split()
 
 
 @pytest.mark.parametrize(("name", "value"), [
