@@ -50,6 +50,8 @@ STEPS = (
     "packer box: vagrant destroy",
 )
 JOB = {"type": "script", "language": "python", "script": "print(5+4)"}
+# A box's own Vagrantfile is loaded before the project's; Vagrant needs the block, even an empty one.
+BOX_VAGRANTFILE = 'Vagrant.configure("2") do |config|\nend\n'
 
 
 class StepFailed(Exception):
@@ -175,10 +177,11 @@ class ImageProof:
         digest = hashlib.sha256(MAKE_BASE_IMAGE.read_bytes()).hexdigest()[:12]
         stem = f"debian-{self.debian}-base-{digest}"
         self._base_image = CACHE / f"{stem}.qcow2"
-        self._stock_box = CACHE / f"{stem}-libvirt.box"
+        box_digest = hashlib.sha256(BOX_VAGRANTFILE.encode()).hexdigest()[:8]
+        self._stock_box = CACHE / f"{stem}-libvirt-{box_digest}.box"
         CACHE.mkdir(parents=True, exist_ok=True)
         for stale in CACHE.glob(f"debian-{self.debian}-base-*"):
-            if not stale.name.startswith(stem):
+            if stale not in (self._base_image, self._stock_box):
                 stale.unlink()
         if self._base_image.exists():
             self.report(f"[images] reusing {self._base_image}")
@@ -351,7 +354,7 @@ class ImageProof:
         metadata = {"provider": "libvirt", "format": "qcow2", "virtual_size": -(-info["virtual-size"] // 2**30)}
         partial = box.with_name(box.name + ".partial")
         with tarfile.open(partial, "w") as archive:
-            for name, text in (("metadata.json", json.dumps(metadata)), ("Vagrantfile", 'Vagrant.configure("2")\n')):
+            for name, text in (("metadata.json", json.dumps(metadata)), ("Vagrantfile", BOX_VAGRANTFILE)):
                 member = tarfile.TarInfo(name)
                 member.size = len(text.encode())
                 archive.addfile(member, io.BytesIO(text.encode()))
