@@ -108,12 +108,13 @@ def test_job_is_logged_as_json(host, appliance):
     assert lines and all(json.loads(line) for line in lines)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def metadata_standin(host):
     """A listener at the metadata address on the box itself, so that no probe leaves the box."""
     host.run_expect([0], f"ip address add {METADATA_ADDRESS}/32 dev lo")
     try:
-        host.run_expect([0], f"systemd-run --quiet --unit={STANDIN_UNIT} python3 -c {shlex.quote(METADATA_STANDIN)}")
+        standin = shlex.quote(METADATA_STANDIN)
+        host.run_expect([0], f"systemd-run --quiet --collect --unit={STANDIN_UNIT} python3 -c {standin}")
         listening = host.socket(f"tcp://{METADATA_ADDRESS}:80")
         deadline = time.monotonic() + 10
         while not listening.is_listening and time.monotonic() < deadline:
