@@ -14,8 +14,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the VM proof needs root: debootstrap, libvirt, QEMU"),
     # Under software emulation the proof takes longer than a test run should; it is asked for explicitly.
     pytest.mark.skipif(os.environ.get("SERVER_RESPONDER_VM_PROOF") != "1",
-                       reason="the VM proof runs with SERVER_RESPONDER_VM_PROOF=1 and the packages of "
-                              "tests/images/vm-packages.txt installed"),
+                       reason="the VM proof runs with ./dev test-images (SERVER_RESPONDER_VM_PROOF=1 and the "
+                              "packages of tests/images/vm-packages.txt)"),
 ]
 
 
