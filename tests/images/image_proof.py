@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -435,7 +436,8 @@ class ImageProof:
     ) -> str:
         """Run a command from the project root, output logged; its whole process group dies on timeout."""
         words = [str(arg) for arg in argv]
-        self._note("$ " + " ".join(words))
+        # The VM's token goes on curl's command line; the log shows the header without it.
+        self._note("$ " + " ".join(re.sub(r"^(Authorization: \w+ ).+", r"\1***", word) for word in words))
         with open(self._log, "ab") as log:
             process = subprocess.Popen(
                 words,
