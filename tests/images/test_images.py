@@ -20,10 +20,14 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def proof(tmp_path_factory: pytest.TempPathFactory, step_report: Callable[[str], None]) -> Iterator[ImageProof]:
+def proof(
+    tmp_path_factory: pytest.TempPathFactory, step_report: Callable[[str], None], proven: dict
+) -> Iterator[ImageProof]:
     workdir: Path = tmp_path_factory.mktemp("image-proof")
     with ImageProof(workdir, report=step_report) as image_proof:
         yield image_proof
+    proven["steps"] = [(step.name, step.seconds) for step in image_proof.times if step.ok]
+    proven["host_tests_passed"] = dict(image_proof.host_tests_passed)
     total = sum(step.seconds for step in image_proof.times)
     step_report(f"[images] total {total:.1f} s; logs in {workdir / 'logs'}")
 

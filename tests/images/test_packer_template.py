@@ -13,13 +13,31 @@ PACKER = PROJECT / "packer"
 LEGACY = PACKER / "packer-1.6"
 
 
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The qemu source's key file must exist to validate; the default one exists only once Vagrant has run."""
+    key = tmp_path_factory.mktemp("packer-key") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=60)
+    return key
+
+
 def packer(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["packer", *args], cwd=PROJECT, capture_output=True, text=True, timeout=300)
 
 
-def test_packer_1_6_validates_the_template() -> None:
-    answer = packer("validate", "packer/packer-1.6")
+def validate(key: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return packer("validate", "-var", f"qemu_ssh_private_key_file={key}", *args, "packer/packer-1.6")
+
+
+def test_packer_1_6_validates_the_template(ssh_key: Path) -> None:
+    answer = validate(ssh_key)
     assert answer.returncode == 0, answer.stdout + answer.stderr
+
+
+def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
+    answer = validate(tmp_path / "no-such-key")
+    assert answer.returncode != 0
+    assert "no-such-key" in answer.stdout + answer.stderr
 
 
 @pytest.mark.parametrize("directory", [PACKER, LEGACY], ids=["packer", "packer-1.6"])
@@ -38,8 +56,8 @@ def test_template_is_formatted(directory: Path) -> None:
         ("qemu_accelerator", "vbox"),
     ],
 )
-def test_variables_are_validated(variable: str, value: str) -> None:
-    answer = packer("validate", "-var", f"{variable}={value}", "packer/packer-1.6")
+def test_variables_are_validated(ssh_key: Path, variable: str, value: str) -> None:
+    answer = validate(ssh_key, "-var", f"{variable}={value}")
     assert answer.returncode != 0
     assert f"The {variable} must" in answer.stdout + answer.stderr
 
