@@ -20,6 +20,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on (http://\S+)")
+# Seconds and tests per tier (the directory under tests/), for the summary at the end of a run.
+_TIER_COST: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tier = report.nodeid.split("/")[1] if report.nodeid.startswith("tests/") else "other"
+    cost = _TIER_COST.setdefault(tier, [0.0, 0])
+    cost[0] += report.duration
+    cost[1] += report.when == "call"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _TIER_COST:
+        return
+    terminalreporter.section("time per tier")
+    for tier, (seconds, tests) in sorted(_TIER_COST.items(), key=lambda item: -item[1][0]):
+        terminalreporter.write_line(f"{tier:<12} {tests:5d} tests {seconds:8.1f} s")
 
 
 @dataclass
@@ -111,13 +128,21 @@ class RunningResponder:
         return answer.json()
 
     def wait_for(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The job once it has finished, whatever its final status."""
+        return self._wait_for_job(job_id, lambda status: status not in ("queued", "running"), "finish", timeout)
+
+    def wait_until_running(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The job once the service says it runs (or has already finished)."""
+        return self._wait_for_job(job_id, lambda status: status != "queued", "start", timeout)
+
+    def _wait_for_job(self, job_id: str, reached: Any, what: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.request("GET", f"/jobs/{job_id}", token=False).json()
-            if job["status"] not in ("queued", "running"):
+            if reached(job["status"]):
                 return job
             time.sleep(0.1)
-        raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+        raise AssertionError(f"job {job_id} did not {what} in {timeout}s")
 
 
 def responder_env(base: Path, **settings: Any) -> dict[str, str]:

@@ -90,7 +90,7 @@ def test_timeout_ends_the_job_as_timed_out_with_partial_output(responder):
 
 def test_cancel_a_running_job(responder):
     job = responder.request("POST", "/jobs", body={"script": "import time; time.sleep(30)"}).json()
-    time.sleep(0.3)
+    assert responder.wait_until_running(job["id"])["status"] == "running"
     assert responder.request("DELETE", f"/jobs/{job['id']}").status in (200, 202)
     assert responder.wait_for(job["id"])["status"] == "cancelled"
     assert responder.request("DELETE", f"/jobs/{job['id']}", token=False).status == 401
@@ -271,8 +271,7 @@ def test_full_queue_answers_429_with_retry_after(make_responder):
     responder = make_responder(workers=1, queue_size=1)
     slow = {"script": "import time; time.sleep(5)"}
     running = responder.request("POST", "/jobs", body=slow).json()
-    while responder.request("GET", f"/jobs/{running['id']}").json()["status"] == "queued":
-        time.sleep(0.05)
+    responder.wait_until_running(running["id"])
     assert responder.request("POST", "/jobs", body=slow).status == 202
     answer = responder.request("POST", "/jobs", body=slow)
     assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
@@ -285,7 +284,8 @@ def test_traversal_and_odd_results_locations_are_400_and_write_nothing(responder
     before = files_below(responder.data_dir.parent)
     answer = responder.request("POST", "/jobs", body={"script": "print(1)", "results_location": location})
     assert answer.status == 400 and answer.json()["field"] == "results_location"
-    time.sleep(0.2)
+    # Nothing was accepted, so nothing can write later: the files now are the files for good.
+    assert responder.request("GET", "/jobs").json()["jobs"] == []
     after = files_below(responder.data_dir.parent)
     assert {p for p in after - before if not p.startswith("logs")} == set()
 
@@ -358,7 +358,8 @@ def test_queued_jobs_survive_a_crash_and_running_ones_are_interrupted(make_respo
                                                        "results_location": "crash/running"}).json()
     queued = [responder.request("POST", "/jobs", body={
         "script": f"open({str(marker)!r} + '-{n}', 'w').write('x'); print({n})"}).json() for n in range(3)]
-    time.sleep(0.5)
+    assert responder.wait_until_running(running["id"])["status"] == "running"
+    assert [responder.request("GET", f"/jobs/{job['id']}").json()["status"] for job in queued] == ["queued"] * 3
     responder.kill()
     responder.start()
     for n, job in enumerate(queued):
@@ -372,9 +373,10 @@ def test_queued_jobs_survive_a_crash_and_running_ones_are_interrupted(make_respo
 
 def test_graceful_stop_keeps_queued_jobs(make_responder):
     responder = make_responder(workers=1)
-    responder.request("POST", "/jobs", body={"script": "import time; time.sleep(30)"})
+    running = responder.request("POST", "/jobs", body={"script": "import time; time.sleep(30)"}).json()
     waiting = responder.request("POST", "/jobs", body={"script": "print('later')"}).json()
-    time.sleep(0.3)
+    assert responder.wait_until_running(running["id"])["status"] == "running"
+    assert responder.request("GET", f"/jobs/{waiting['id']}").json()["status"] == "queued"
     assert responder.stop() == 0
     responder.start()
     assert responder.wait_for(waiting["id"])["stdout"] == "later\n"

@@ -53,6 +53,12 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) 
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
+def age_seconds(client, key: str) -> float:
+    """How long ago the store says it last modified key, by this machine's clock, as prune judges it."""
+    modified = client.head_object(Bucket=BUCKET, Key=key)["LastModified"]
+    return time.time() - modified.timestamp()
+
+
 class S3Endpoint:
     """`python -m moto.server` on a fixed loopback port: stopped and started again on the same port."""
 
@@ -383,7 +389,9 @@ def test_prune_deletes_old_results_from_s3(s3, tmp_path):
     client.put_object(Bucket=BUCKET, Key="outside-the-prefix", Body=b"{}")
     env = {key: value for key, value in os.environ.items() if not key.startswith("SERVER_RESPONDER_")}
     env.update({"SERVER_RESPONDER_DATA_DIR": str(tmp_path / "caller"), **s3.env()})
-    time.sleep(4)
+    # Ages are the store's own modification times; wait until it reports the old objects past the cut-off.
+    old = [PREFIX + key for key in ("results/old-1", "results/old-2", "examples/old")]
+    wait_until(lambda: min(age_seconds(client, key) for key in old) > 3.5, "the old objects are older than 3 s")
 
     dry = cli("prune", "--store", STORE, "--older-than", "3s", "--prefix", "results/", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
