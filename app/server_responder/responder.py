@@ -6,16 +6,18 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from server_responder.callbacks import CompletionCallbacks
-from server_responder.drain import DrainSwitch, current_boot_id
-from server_responder.idle import IdleClock, IdleStatus
-from server_responder.project_job_types import register_project_job_types
-from server_responder.project_jobs import project_executors
-from server_responder.script_jobs import ScriptExecutor
-from server_responder.service import Executor, JobService
+from server_responder.jobs.callbacks import CompletionCallbacks
+from server_responder.lifecycle.drain import DrainSwitch, current_boot_id
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
+from server_responder.projects.requests import register_project_job_types
+from server_responder.projects.executors import project_executors
+from server_responder.jobs.script import ScriptExecutor
+from server_responder.jobs.service import Executor, JobService
 from server_responder.settings import Settings
-from server_responder.store import ResultStore, write_atomically
-from server_responder.upload_spool import UploadSpool, open_result_store
+from server_responder.results.store import ResultStore
+from server_responder.files import write_atomically
+from server_responder.results.upload_spool import UploadSpool
+from server_responder.results.location import open_result_store
 
 
 @dataclass

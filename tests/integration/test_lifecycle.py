@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.drain import BOOT_ID_PATH
+from server_responder.lifecycle.drain import BOOT_ID_PATH
 
 # Minutes as small floats: a threshold of 0.01 minutes is 0.6 s, checked every 0.2 s.
 FAST_IDLE = {"idle_shutdown_minutes": 0.01, "idle_boot_grace_minutes": 0, "idle_check_seconds": 0.2}

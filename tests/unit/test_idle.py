@@ -2,7 +2,7 @@
 
 import json
 
-from server_responder.idle import IdleClock, IdleStatus
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
 
 
 def status(**changes):

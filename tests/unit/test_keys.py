@@ -1,6 +1,6 @@
 import pytest
 
-from server_responder.keys import InvalidKey, validate_key
+from server_responder.results.keys import InvalidKey, validate_key
 
 
 @pytest.mark.parametrize("key", ["results/abc", "a", "owner/repo/0123abc", "x_artifact_files_report.txt",

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.job_requests import (
+from server_responder.jobs.requests import (
     JOB_TYPES, PARSERS, RequestError, UnsupportedJobType, parse_job_request, parse_legacy_form,
 )
-from server_responder.project_job_types import register_project_job_types
+from server_responder.projects.requests import register_project_job_types
 from server_responder.settings import Settings
 
 SHA = "c" * 40

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.cli_results import parse_age
-from server_responder.job_requests import RequestError, parse_job_request
-from server_responder.s3_store import S3Location
+from server_responder.cli.results import parse_age
+from server_responder.jobs.requests import RequestError, parse_job_request
+from server_responder.results.s3 import S3Location
 from server_responder.settings import Settings, SettingsError
 
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from server_responder.drain import DrainSwitch
-from server_responder.idle import IdleClock, IdleStatus
-from server_responder.self_stop import DRAIN, KEEP, SHUTDOWN, IdleWatch, StopPolicy, decide, run_shutdown_command
+from server_responder.lifecycle.drain import DrainSwitch
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
+from server_responder.lifecycle.idle_watch import DRAIN, KEEP, SHUTDOWN, IdleWatch, StopPolicy, decide, run_shutdown_command
 from server_responder.settings import Settings
 
 POLICY = StopPolicy(idle_threshold=900, boot_grace=600, max_lifetime=0, lifetime_grace=3700, retry_delay=900)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.keys import artifact_key
-from server_responder.store import LocalResultStore, StoreUnavailable, get_json, put_json
-from server_responder.upload_spool import SpooledStore, UploadSpool, UploadUrlStore, upload_targets
+from server_responder.results.keys import artifact_key
+from server_responder.results.local import LocalResultStore
+from server_responder.results.store import StoreUnavailable, get_json, put_json
+from server_responder.results.upload_spool import SpooledStore, UploadSpool, UploadUrlStore, upload_targets
 
 
 class SwitchableStore(LocalResultStore):

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from server_responder import __version__
-from server_responder.job_requests import (
+from server_responder.jobs.requests import (
     JOB_TYPES, JobRequest, RequestError, Unauthorized, UnsupportedJobType, parse_job_request, parse_legacy_form,
 )
-from server_responder.jobs import Job
-from server_responder.keys import InvalidKey, validate_key
-from server_responder.last_request import RequestRecorder
+from server_responder.jobs.record import Job
+from server_responder.results.keys import InvalidKey, validate_key
+from server_responder.web.last_request import RequestRecorder
 from server_responder.responder import Responder
-from server_responder.service import JobNotFound, NotAccepting, QueueFull
-from server_responder.store import StoreUnavailable
+from server_responder.jobs.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.results.store import StoreUnavailable
 from server_responder.web.http import HttpError, Incoming, Response, Route
 
 MAX_WAIT_SECONDS = 600.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server_responder import webhooks
-from server_responder.service import NotAccepting, QueueFull
+from server_responder.projects import github as webhooks
+from server_responder.jobs.service import NotAccepting, QueueFull
 from server_responder.web.http import HttpError, Incoming, Response, Route
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from server_responder.drain import DrainSwitch
-from server_responder.idle import IdleClock, IdleStatus
+from server_responder.lifecycle.drain import DrainSwitch
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
 from server_responder.settings import Settings
 
 if TYPE_CHECKING:

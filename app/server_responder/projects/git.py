@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from server_responder.runner import SAFE_PATH, JobUser
+from server_responder.jobs.runner import SAFE_PATH, JobUser
 
 log = logging.getLogger("server_responder.git")
 

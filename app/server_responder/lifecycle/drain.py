@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from server_responder.store import write_atomically
+from server_responder.files import write_atomically
 
 log = logging.getLogger("server_responder.lifecycle")
 

@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any
 
 from server_responder import __version__
-from server_responder.jobs import Job
+from server_responder.jobs.record import Job
 from server_responder.settings import Settings
 
 log = logging.getLogger("server_responder.callbacks")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from server_responder.artifacts import store_artifacts
-from server_responder.service import JobContext
+from server_responder.results.artifacts import store_artifacts
+from server_responder.jobs.service import JobContext
 
 SCRIPT_SUFFIXES = {"python": ".py", "ruby": ".rb", "node": ".js", "bash": ".sh", "sh": ".sh"}
 

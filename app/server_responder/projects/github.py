@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from server_responder.git_repos import InvalidProject, is_full_sha, validate_project
-from server_responder.store import write_atomically
+from server_responder.projects.git import InvalidProject, is_full_sha, validate_project
+from server_responder.files import write_atomically
 
 SIGNATURE_PREFIX = "sha256="
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9-]{1,100}")

@@ -12,8 +12,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from server_responder.keys import validate_key
-from server_responder.store import ObjectInfo, StoredObject, StoreUnavailable
+from server_responder.results.keys import validate_key
+from server_responder.results.store import ObjectInfo, StoredObject, StoreUnavailable
 
 log = logging.getLogger("server_responder.store")
 _MISSING = ("NoSuchKey", "404", "NotFound")

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server_responder.keys import artifact_key, validate_key
-from server_responder.settings import Settings
-from server_responder.store import (
-    LocalResultStore, ObjectInfo, ResultStore, StoredObject, StoreUnavailable, open_store, write_atomically,
-)
+from server_responder.results.keys import artifact_key, validate_key
+from server_responder.files import write_atomically
+from server_responder.results.store import ObjectInfo, ResultStore, StoredObject, StoreUnavailable
 
 log = logging.getLogger("server_responder.uploads")
 UPLOAD_SUFFIX = ".upload"
@@ -310,19 +308,6 @@ def upload_targets(location: str, upload_urls: Mapping[str, Any]) -> dict[str, s
     for name, url in (upload_urls.get("artifacts") or {}).items():
         targets[artifact_key(location, name)] = url
     return targets
-
-
-def spool_directory(settings: Settings) -> Path:
-    return settings.data_dir / "uploads"
-
-
-def open_result_store(settings: Settings) -> tuple[ResultStore, UploadSpool]:
-    """The configured store, behind the upload spool when it is remote, and the spool itself."""
-    store = open_store(settings.store, settings)
-    remote = None if isinstance(store, LocalResultStore) else store
-    spool = UploadSpool(spool_directory(settings), remote, retry_seconds=settings.upload_retry_seconds,
-                        retry_max_seconds=settings.upload_retry_max_seconds)
-    return (store if remote is None else SpooledStore(remote, spool)), spool
 
 
 def put_to_url(url: str, body: bytes, content_type: str, timeout: float) -> None:

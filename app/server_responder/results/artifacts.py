@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from server_responder.keys import InvalidKey, artifact_index_key, artifact_key, validate_key
-from server_responder.store import ResultStore, put_json
+from server_responder.results.keys import InvalidKey, artifact_index_key, artifact_key, validate_key
+from server_responder.results.store import ResultStore, put_json
 
 log = logging.getLogger("server_responder.jobs")
 MAX_ARTIFACTS = 200

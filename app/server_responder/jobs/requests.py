@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server_responder import signing
-from server_responder.keys import InvalidKey, validate_key
+from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.settings import Settings
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

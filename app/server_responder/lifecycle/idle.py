@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from server_responder.store import write_atomically
+from server_responder.files import write_atomically
 
 
 def iso_utc(timestamp: float | None) -> str | None:

@@ -6,8 +6,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from server_responder import callbacks, git_repos, webhooks
-from server_responder.job_requests import (
+from server_responder.jobs import callbacks
+from server_responder.projects import git as git_repos
+from server_responder.projects import github as webhooks
+from server_responder.jobs.requests import (
     JobRequest, RequestError, env_field, location_field, register_job_type, timeout_field,
 )
 from server_responder.settings import Settings

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from server_responder.idle import IdleClock
-from server_responder.jobs import (
+from server_responder.lifecycle.idle import IdleClock
+from server_responder.jobs.record import (
     CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Job, JobSpool, new_job_id, utc_now,
 )
-from server_responder.keys import default_location
-from server_responder.runner import JobUser, ProcessOutcome, job_environment, run_process
+from server_responder.results.keys import default_location
+from server_responder.jobs.runner import JobUser, ProcessOutcome, job_environment, run_process
 from server_responder.settings import Settings
-from server_responder.store import ResultStore, put_json
-from server_responder.upload_spool import UploadSpool, UploadUrlStore, upload_targets
+from server_responder.results.store import ResultStore, put_json
+from server_responder.results.upload_spool import UploadSpool, UploadUrlStore, upload_targets
 
 log = logging.getLogger("server_responder.jobs")
 

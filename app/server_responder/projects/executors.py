@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server_responder import project_config
-from server_responder.git_repos import HISTORY, Git, GitError, KeyedLocks, Mirrors
-from server_responder.jobs import utc_now
-from server_responder.keys import commit_key, project_index_key
-from server_responder.project_config import ProjectConfig, ProjectConfigError
-from server_responder.runner import JobUser, ProcessOutcome
-from server_responder.service import Executor, JobContext
+from server_responder.projects import config as project_config
+from server_responder.projects.git import HISTORY, Git, GitError, KeyedLocks, Mirrors
+from server_responder.jobs.record import utc_now
+from server_responder.results.keys import commit_key, project_index_key
+from server_responder.projects.config import ProjectConfig, ProjectConfigError
+from server_responder.jobs.runner import JobUser, ProcessOutcome
+from server_responder.jobs.service import Executor, JobContext
 from server_responder.settings import Settings
-from server_responder.store import ResultStore, get_json, put_json
+from server_responder.results.store import ResultStore, get_json, put_json
 
 log = logging.getLogger("server_responder.projects")
 

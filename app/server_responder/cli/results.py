@@ -8,10 +8,11 @@ import re
 import sys
 import time
 
-from server_responder.cli import _config_option, command, load_settings
-from server_responder.keys import InvalidKey, artifact_key, validate_key
+from server_responder.cli.common import Command, config_option, load_settings
+from server_responder.results.keys import InvalidKey, artifact_key, validate_key
 from server_responder.settings import Settings
-from server_responder.store import JSON_TYPE, ResultStore, open_store
+from server_responder.results.store import JSON_TYPE, ResultStore
+from server_responder.results.location import open_store
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -34,14 +35,13 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _cat_options(parser: argparse.ArgumentParser) -> None:
-    _config_option(parser)
+    config_option(parser)
     parser.add_argument("key", help="a result key, e.g. results/<job id>, or an artifact's key")
     _store_option(parser)
     parser.add_argument("--raw", action="store_true",
                         help="print a result document's `results` output as the job wrote it")
 
 
-@command("cat", "print a stored result (pretty JSON, or the raw output) or an artifact", _cat_options)
 def cat(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     try:
@@ -67,7 +67,8 @@ def cat(args: argparse.Namespace) -> int:
 
 def _reading_store(settings: Settings, location: str | None) -> ResultStore:
     """The store to read; on the box itself, pending uploads in its spool are read first."""
-    from server_responder.upload_spool import SpooledStore, UploadSpool, spool_directory
+    from server_responder.results.upload_spool import SpooledStore, UploadSpool
+    from server_responder.results.location import spool_directory
 
     location = location or settings.store
     store = open_store(location, settings)
@@ -84,7 +85,7 @@ def _json_document(body: bytes) -> object | None:
 
 
 def _prune_options(parser: argparse.ArgumentParser) -> None:
-    _config_option(parser)
+    config_option(parser)
     parser.add_argument("--older-than", required=True, type=parse_age, metavar="AGE",
                         help="delete objects last written longer ago than this: 10d, 12h, 30m, 90s, 2w")
     parser.add_argument("--prefix", default="", help="only keys starting with this, e.g. results/")
@@ -92,7 +93,6 @@ def _prune_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
 
 
-@command("prune", "delete stored results older than an age", _prune_options)
 def prune(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if not _PREFIX.fullmatch(args.prefix) or ".." in args.prefix.split("/"):
@@ -111,7 +111,7 @@ def prune(args: argparse.Namespace) -> int:
 
 
 def _presign_options(parser: argparse.ArgumentParser) -> None:
-    _config_option(parser)
+    config_option(parser)
     parser.add_argument("--store", metavar="URL", help="s3://bucket/prefix (default: the `store` setting)")
     parser.add_argument("--location", required=True, help="the job's results_location")
     parser.add_argument("--artifact", action="append", default=[], metavar="NAME",
@@ -120,10 +120,8 @@ def _presign_options(parser: argparse.ArgumentParser) -> None:
                         help=f"how long the URLs are valid (default 3600, at most {MAX_PRESIGN_SECONDS})")
 
 
-@command("presign", "print presigned PUT URLs a job's upload_urls can carry to a box without credentials",
-         _presign_options)
 def presign(args: argparse.Namespace) -> int:
-    from server_responder.s3_store import S3ResultStore
+    from server_responder.results.s3 import S3ResultStore
 
     settings = load_settings(args)
     location = args.store or settings.store
@@ -149,3 +147,11 @@ def presign(args: argparse.Namespace) -> int:
                                     for name in args.artifact}
     print(json.dumps({"results_location": args.location, "upload_urls": upload_urls}, indent=2))
     return 0
+
+
+COMMANDS = (
+    Command("cat", "print a stored result (pretty JSON, or the raw output) or an artifact", _cat_options, cat),
+    Command("prune", "delete stored results older than an age", _prune_options, prune),
+    Command("presign", "print presigned PUT URLs a job's upload_urls can carry to a box without credentials",
+            _presign_options, presign),
+)
