@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from server_responder.jobs.callbacks import CompletionCallbacks
 from server_responder.lifecycle.drain import DrainSwitch, current_boot_id
 from server_responder.lifecycle.idle import IdleClock, IdleStatus
-from server_responder.projects.requests import register_project_job_types
-from server_responder.projects.executors import project_executors
-from server_responder.jobs.script import ScriptExecutor
-from server_responder.jobs.service import Executor, JobService
+from server_responder.jobs.script import script_job_type
+from server_responder.jobs.service import JobService
+from server_responder.jobs.types import JobTypes
+from server_responder.projects.executors import project_job_types
 from server_responder.settings import Settings
 from server_responder.results.store import ResultStore
 from server_responder.files import write_atomically
@@ -20,11 +20,17 @@ from server_responder.results.upload_spool import UploadSpool
 from server_responder.results.location import open_result_store
 
 
+def job_types(settings: Settings) -> JobTypes:
+    """Every job type this responder runs: adding one is an entry here and its executor."""
+    return JobTypes.of([script_job_type(), *project_job_types(settings)])
+
+
 @dataclass
 class Responder:
     settings: Settings
     store: ResultStore
     clock: IdleClock
+    types: JobTypes
     jobs: JobService
     drain: DrainSwitch
     uploads: UploadSpool | None = None
@@ -34,13 +40,11 @@ class Responder:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
-        executors: dict[str, Executor] = {"script": ScriptExecutor()}
-        register_project_job_types()
-        executors.update(project_executors(settings))
-        jobs = JobService(settings, store, clock, executors, uploads=uploads)
+        types = job_types(settings)
+        jobs = JobService(settings, store, clock, types, uploads=uploads)
         jobs.on_finished(CompletionCallbacks(settings).job_finished)
         drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
-        return cls(settings, store, clock, jobs, drain, uploads)
+        return cls(settings, store, clock, types, jobs, drain, uploads)
 
     def start(self) -> None:
         self.jobs.start()

@@ -17,6 +17,18 @@ SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, INTERRUPTED = "succeeded", "failed", "t
 FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, INTERRUPTED})
 
 
+def job_status(*, exit_status: int | None, error: str | None, timed_out: bool, cancelled: bool,
+               interrupted: bool = False) -> str:
+    """How a finished run ended: the one place a status is derived from what happened."""
+    if interrupted:
+        return INTERRUPTED
+    if cancelled:
+        return CANCELLED
+    if timed_out:
+        return TIMED_OUT
+    return SUCCEEDED if exit_status == 0 and error is None else FAILED
+
+
 def new_job_id() -> str:
     """160 random bits: holding the id is what lets a public page read its own job."""
     return secrets.token_hex(20)
@@ -117,9 +129,6 @@ class JobSpool:
             except (OSError, ValueError, TypeError):
                 continue
         return sorted(jobs, key=lambda job: job.created_at)
-
-    def delete(self, job_id: str) -> None:
-        self._path(job_id).unlink(missing_ok=True)
 
     def count(self) -> int:
         return sum(1 for _ in self.directory.glob("*.json"))

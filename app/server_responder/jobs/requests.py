@@ -6,11 +6,13 @@ import json
 import math
 import re
 from urllib.parse import urlsplit
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from server_responder import signing
+from server_responder.jobs.types import (
+    JobRequest, JobTypes, RequestError, RequestField, Unauthorized, refuse_unknown,
+)
 from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.settings import Settings
 
@@ -18,55 +20,29 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_ENTRIES = 100
 
 
-class RequestError(ValueError):
-    """A field is missing or wrong: `field` names it, the message says what is expected."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
-
-
-class Unauthorized(PermissionError):
-    """Neither a valid token nor a valid signature."""
-
-
-class UnsupportedJobType(LookupError):
-    """A job type this responder knows of but cannot run."""
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    type: str
-    spec: dict[str, Any]
-    results_location: str | None
+_STRING = {"type": "string"}
+SCRIPT_FIELDS = (
+    RequestField("script", _STRING, "the script's source (required)", required=True),
+    RequestField("language", {"type": "string", "default": "python"},
+                 "an interpreter name from `languages` (default python)"),
+    RequestField("results_location", {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
+                 "store key for the result document (default results/<job id>)"),
+    RequestField("timeout", {"type": "number", "exclusiveMinimum": 0},
+                 "seconds before the job is killed (default default_timeout, at most max_timeout)"),
+    RequestField("env", {"type": "object", "additionalProperties": {"type": "string"}},
+                 "extra environment variables for the job (token only)"),
+    RequestField("upload_urls", {"type": "object", "properties": {
+                     "result": {"type": "string", "format": "uri"},
+                     "artifacts": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}}},
+                     "additionalProperties": False},
+                 "presigned PUT URLs the result and artifacts are also written to: "
+                 "{\"result\": url, \"artifacts\": {name: url}} (token only; see `server-responder presign`)"),
+    RequestField("signature", _STRING, "v1 signature instead of a token (see `server-responder sign`)"),
+    RequestField("expires", {"type": ["integer", "null"]}, "Unix time the signature expires, as signed"),
+)
 
 
-Parser = Callable[[Mapping[str, Any], Settings], JobRequest]
-
-# Every job type with the fields it takes, as `GET /index` lists them.
-JOB_TYPES: dict[str, dict[str, str]] = {
-    "script": {
-        "script": "the script's source (required)",
-        "language": "an interpreter name from `languages` (default python)",
-        "results_location": "store key for the result document (default results/<job id>)",
-        "timeout": "seconds before the job is killed (default default_timeout, at most max_timeout)",
-        "env": "extra environment variables for the job (token only)",
-        "upload_urls": "presigned PUT URLs the result and artifacts are also written to: "
-                       "{\"result\": url, \"artifacts\": {name: url}} (token only; see `server-responder presign`)",
-        "signature": "v1 signature instead of a token (see `server-responder sign`)",
-        "expires": "Unix time the signature expires, as signed",
-    },
-}
-PARSERS: dict[str, Parser] = {}
-
-
-def register_job_type(name: str, fields: dict[str, str], parser: Parser) -> None:
-    JOB_TYPES[name] = fields
-    PARSERS[name] = parser
-
-
-def parse_job_request(body: Any, settings: Settings, *, authorized: bool) -> JobRequest:
+def parse_job_request(body: Any, settings: Settings, types: JobTypes, *, authorized: bool) -> JobRequest:
     """Validate a JSON job request; `authorized` is whether the caller presented the API token."""
     if not isinstance(body, Mapping):
         raise RequestError("body", "must be a JSON object")
@@ -76,18 +52,17 @@ def parse_job_request(body: Any, settings: Settings, *, authorized: bool) -> Job
     if not authorized:
         if body.get("signature") is None:
             raise Unauthorized("an API token or a signature is required")
-        if job_type != "script":
+        entry = types.get(job_type)
+        if entry is None or not entry.signable:
             raise Unauthorized("only script jobs may be signed; other job types need the API token")
         return parse_signed_script(body, settings)
-    if job_type not in PARSERS:
-        if job_type in JOB_TYPES:
-            raise UnsupportedJobType(job_type)
-        raise RequestError("type", f"unknown job type {job_type!r}; one of {', '.join(sorted(JOB_TYPES))}")
-    return PARSERS[job_type](body, settings)
+    if job_type not in types:
+        raise RequestError("type", f"unknown job type {job_type!r}; one of {', '.join(types.names())}")
+    return types.parse(job_type, body, settings)
 
 
 def parse_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
-    _refuse_unknown(body, JOB_TYPES["script"])
+    refuse_unknown(body, SCRIPT_FIELDS)
     spec = {
         "language": language_field(body, settings),
         "script": script_field(body),
@@ -100,8 +75,6 @@ def parse_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
     return JobRequest("script", spec, location_field(body))
 
 
-PARSERS["script"] = parse_script
-
 
 def parse_signed_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
     """A script a public page may run: exactly as signed, with the default limits and no env."""
@@ -110,7 +83,7 @@ def parse_signed_script(body: Mapping[str, Any], settings: Settings) -> JobReque
     for field in ("env", "timeout", "upload_urls"):
         if body.get(field) is not None:
             raise RequestError(field, "is not allowed on a signed script; it needs the API token")
-    _refuse_unknown(body, JOB_TYPES["script"])
+    refuse_unknown(body, SCRIPT_FIELDS)
     language = language_field(body, settings)
     script = script_field(body)
     location = location_field(body)
@@ -123,7 +96,8 @@ def parse_signed_script(body: Mapping[str, Any], settings: Settings) -> JobReque
     return JobRequest("script", spec, location)
 
 
-def parse_legacy_form(params: Mapping[str, Any], settings: Settings, *, authorized: bool) -> JobRequest:
+def parse_legacy_form(params: Mapping[str, Any], settings: Settings, types: JobTypes, *,
+                      authorized: bool) -> JobRequest:
     """The original `POST /` form: `payload` (a JSON string) with `api_token` or `signature`, optional `command`."""
     raw = params.get("payload")
     if not isinstance(raw, str) or not raw.strip():
@@ -159,19 +133,13 @@ def parse_legacy_form(params: Mapping[str, Any], settings: Settings, *, authoriz
     if not authorized:
         raise Unauthorized("an API token is required for project jobs")
     if "project" in payload and payload.get("project_request") is not None:
-        return _parse_kind("project_request", {**payload, "type": "project_request"}, settings)
+        return types.parse("project_request", {**payload, "type": "project_request"}, settings)
     if "project" in payload and (command is not None or payload.get("command") is not None):
         fields = {**payload, "type": "command"}
         if command is not None:
             fields["command"] = command
-        return _parse_kind("command", fields, settings)
-    return _parse_kind("github_push", {"type": "github_push", "push": payload}, settings)
-
-
-def _parse_kind(job_type: str, body: Mapping[str, Any], settings: Settings) -> JobRequest:
-    if job_type not in PARSERS:
-        raise UnsupportedJobType(job_type)
-    return PARSERS[job_type](body, settings)
+        return types.parse("command", fields, settings)
+    return types.parse("github_push", {"type": "github_push", "push": payload}, settings)
 
 
 def _legacy_signed_script(fields: Mapping[str, Any], settings: Settings) -> JobRequest:
@@ -187,12 +155,6 @@ def _legacy_signed_script(fields: Mapping[str, Any], settings: Settings) -> JobR
     spec = {"language": language_field(fields, settings), "script": script, "timeout": settings.default_timeout,
             "env": {}, "signed": True}
     return JobRequest("script", spec, location_field(fields))
-
-
-def _refuse_unknown(body: Mapping[str, Any], known: Mapping[str, str]) -> None:
-    unknown = sorted(set(body) - set(known) - {"type"})
-    if unknown:
-        raise RequestError(unknown[0], f"is not a field of this job type; fields: {', '.join(sorted(known))}")
 
 
 def language_field(body: Mapping[str, Any], settings: Settings) -> str:

@@ -9,17 +9,19 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from server_responder.lifecycle.idle import IdleClock
+from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.record import (
-    CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Job, JobSpool, new_job_id, utc_now,
+    CANCELLED, INTERRUPTED, QUEUED, RUNNING, Job, JobSpool, job_status, new_job_id, utc_now,
 )
+from server_responder.jobs.types import JobTypes
 from server_responder.results.keys import default_location
-from server_responder.jobs.runner import JobUser, ProcessOutcome, job_environment, run_process
+from server_responder.jobs.runner import JobUser
 from server_responder.settings import Settings
 from server_responder.results.store import ResultStore, put_json
 from server_responder.results.upload_spool import UploadSpool, UploadUrlStore, upload_targets
@@ -39,69 +41,28 @@ class JobNotFound(KeyError):
     pass
 
 
-@dataclass
-class JobContext:
-    """What an executor may use to run one job."""
-
-    job: Job
-    settings: Settings
-    store: ResultStore
-    workspace: Path
-    cancel: threading.Event
-    run_as: JobUser | None
-
-    def run(self, argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-            timeout: float | None = None) -> ProcessOutcome:
-        """Run a process of this job with the job's limits, user and environment."""
-        return run_process(
-            argv,
-            cwd=cwd or self.workspace,
-            env=job_environment(self.workspace, env if env is not None else self.job.spec.get("env")),
-            timeout=timeout if timeout is not None else self.job.spec.get("timeout", self.settings.default_timeout),
-            output_limit=self.settings.output_limit_bytes,
-            kill_grace=self.settings.kill_grace_seconds,
-            run_as=self.run_as,
-            cancel=self.cancel,
-        )
-
-    def record(self, outcome: ProcessOutcome, cmd_run: str) -> None:
-        job = self.job
-        job.cmd_run = cmd_run
-        job.exit_status = outcome.exit_status
-        job.signal = outcome.signal
-        job.stdout, job.stderr, job.output = outcome.stdout, outcome.stderr, outcome.output
-        job.truncated = outcome.truncated
-        job.timed_out = outcome.timed_out
-
-
-class Executor(Protocol):
-    def execute(self, context: JobContext) -> None:
-        """Run the job, recording its outcome on `context.job`; raise only for the service's own faults."""
-
-
 class JobService:
     def __init__(self, settings: Settings, store: ResultStore, clock: IdleClock,
-                 executors: Mapping[str, Executor], uploads: UploadSpool | None = None) -> None:
+                 types: JobTypes, uploads: UploadSpool | None = None) -> None:
         self.settings = settings
         self.store = store
         self.uploads = uploads or UploadSpool(settings.data_dir / "uploads", None,
                                               retry_seconds=settings.upload_retry_seconds,
                                               retry_max_seconds=settings.upload_retry_max_seconds)
         self.clock = clock
-        self.executors = dict(executors)
+        self.types = types
         self.spool = JobSpool(settings.data_dir / "jobs")
         self.run_as = JobUser.named(settings.job_user) if settings.job_user else None
         self._queue: deque[Job] = deque()
         self._active: dict[str, Job] = {}
         self._cancels: dict[str, threading.Event] = {}
+        self._pending_keys: dict[str, tuple[str, ...]] = {}
         self._condition = threading.Condition()
         self._workers: list[threading.Thread] = []
         self._accepting = False
         self._stopping = False
         self._finished_listeners: list[Callable[[Job], None]] = []
         self._spooled = 0
-
-    # Life cycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -154,11 +115,9 @@ class JobService:
                 self._active[job.id] = job
                 log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
 
-    # Accepting and reading jobs -------------------------------------------------------------------
-
     def submit(self, job_type: str, spec: dict[str, Any], results_location: str | None = None,
                request_id: str | None = None) -> Job:
-        if job_type not in self.executors:
+        if self.types.executor(job_type) is None:
             raise ValueError(f"no executor for job type {job_type!r}")
         job_id = new_job_id()
         job = Job(id=job_id, type=job_type, spec=spec, results_location=results_location or default_location(job_id),
@@ -204,7 +163,7 @@ class JobService:
         """The queued or running job that will write `key`, if any."""
         with self._condition:
             for job in self._active.values():
-                if job.results_location == key or key in job.details.get("pending_keys", ()):
+                if job.results_location == key or key in self._pending_keys.get(job.id, ()):
                     return job
         return None
 
@@ -253,8 +212,6 @@ class JobService:
         self._finish(job)
         return job
 
-    # Running jobs ---------------------------------------------------------------------------------
-
     def _work(self) -> None:
         while True:
             with self._condition:
@@ -279,28 +236,41 @@ class JobService:
         started = time.monotonic()
         workspace = self._make_workspace(job.id)
         try:
-            context = JobContext(job, self.settings, self.store_for(job), workspace, cancel, self.run_as)
+            context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
+                                 workspace, cancel, self.run_as, report=lambda **details: self._report(job, details),
+                                 will_write=lambda keys: self._will_write(job, keys))
             try:
-                self.executors[job.type].execute(context)
+                outcome = self.types.executor(job.type).execute(context)
             except Exception as error:
                 log.exception("job failed in the service", extra={"event": "job.error", "job_id": job.id})
-                job.error = f"internal error: {type(error).__name__}"
-            job.duration_s = round(time.monotonic() - started, 3)
-            if self._stopping and cancel.is_set():
-                job.status = INTERRUPTED
-                job.error = job.error or "the service stopped while this job was running"
-            elif cancel.is_set():
-                job.status = CANCELLED
-            elif job.timed_out:
-                job.status = TIMED_OUT
-            elif job.exit_status == 0 and job.error is None:
-                job.status = SUCCEEDED
-            else:
-                job.status = FAILED
+                outcome = JobOutcome(error=f"internal error: {type(error).__name__}")
         finally:
             self._remove_workspace(workspace)
-        job.finished_at = utc_now()
-        self._finish(job)
+        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3)))
+
+    def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float) -> Job:
+        """The job's record once it has run: the only place a run's outcome becomes a job's status."""
+        interrupted = self._stopping and cancel.is_set()
+        error = outcome.error
+        if interrupted:
+            error = error or "the service stopped while this job was running"
+        with self._condition:
+            details = {**job.details, **outcome.details}
+        return replace(
+            job, exit_status=outcome.exit_status, signal=outcome.signal, cmd_run=outcome.cmd_run,
+            stdout=outcome.stdout, stderr=outcome.stderr, output=outcome.output, truncated=outcome.truncated,
+            timed_out=outcome.timed_out, artifacts=list(outcome.artifacts), error=error, details=details,
+            duration_s=duration_s, finished_at=utc_now(),
+            status=job_status(exit_status=outcome.exit_status, error=error, timed_out=outcome.timed_out,
+                              cancelled=cancel.is_set(), interrupted=interrupted))
+
+    def _report(self, job: Job, details: dict[str, Any]) -> None:
+        with self._condition:
+            job.details = {**job.details, **details}
+
+    def _will_write(self, job: Job, keys: Iterable[str]) -> None:
+        with self._condition:
+            self._pending_keys[job.id] = tuple(keys)
 
     def _finish(self, job: Job) -> None:
         if job.finished_at is None:
@@ -312,6 +282,7 @@ class JobService:
         with self._condition:
             self._active.pop(job.id, None)
             self._cancels.pop(job.id, None)
+            self._pending_keys.pop(job.id, None)
             self._condition.notify_all()
         log.info("job finished", extra={"event": "job.finished", "job_id": job.id, "type": job.type,
                                         "status": job.status, "exit_status": job.exit_status,

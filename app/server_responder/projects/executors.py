@@ -17,29 +17,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server_responder.projects import config as project_config
-from server_responder.projects.git import HISTORY, Git, GitError, KeyedLocks, Mirrors
-from server_responder.jobs.record import utc_now
-from server_responder.results.keys import commit_key, project_index_key
-from server_responder.projects.config import ProjectConfig, ProjectConfigError
+from server_responder.jobs.executor import JobContext, JobOutcome
+from server_responder.jobs.record import job_status, utc_now
 from server_responder.jobs.runner import JobUser, ProcessOutcome
-from server_responder.jobs.service import Executor, JobContext
-from server_responder.settings import Settings
+from server_responder.jobs.types import JobType
+from server_responder.projects import config as project_config
+from server_responder.projects.config import ProjectConfig, ProjectConfigError
+from server_responder.projects.git import HISTORY, Git, GitError, KeyedLocks, Mirrors
+from server_responder.projects.requests import (
+    COMMAND_FIELDS, GITHUB_PUSH_FIELDS, PROJECT_REQUEST_FIELDS, parse_command, parse_github_push,
+    parse_project_request,
+)
+from server_responder.results.keys import commit_key, project_index_key
 from server_responder.results.store import ResultStore, get_json, put_json
+from server_responder.settings import Settings
 
 log = logging.getLogger("server_responder.projects")
 
 _PORT_POLL_SECONDS = 0.05
 
 
-def project_executors(settings: Settings) -> dict[str, Executor]:
-    """The executors of the project job types, sharing one set of mirrors and index locks."""
+def project_job_types(settings: Settings) -> list[JobType]:
+    """The project job types, their executors sharing one set of mirrors and index locks."""
     projects = Projects(settings)
-    return {
-        "command": CommandExecutor(projects),
-        "github_push": GitHubPushExecutor(projects),
-        "project_request": ProjectRequestExecutor(projects),
-    }
+    return [
+        JobType("command", COMMAND_FIELDS, parse_command, CommandExecutor(projects)),
+        JobType("github_push", GITHUB_PUSH_FIELDS, parse_github_push, GitHubPushExecutor(projects)),
+        JobType("project_request", PROJECT_REQUEST_FIELDS, parse_project_request, ProjectRequestExecutor(projects)),
+    ]
 
 
 @dataclass
@@ -57,13 +62,11 @@ class Run:
 
     @property
     def status(self) -> str:
-        if self.outcome is None or self.error is not None:
-            return "failed"
-        if self.outcome.timed_out:
-            return "timed_out"
-        if self.outcome.cancelled:
-            return "cancelled"
-        return "succeeded" if self.outcome.exit_status == 0 else "failed"
+        outcome = self.outcome
+        # A run that went wrong before or around its command failed, however the command itself ended.
+        ran = outcome is not None and self.error is None
+        return job_status(exit_status=outcome.exit_status if outcome else None, error=self.error,
+                          timed_out=ran and outcome.timed_out, cancelled=ran and outcome.cancelled)
 
     @property
     def results(self) -> str:
@@ -163,7 +166,7 @@ class Projects:
                   push: Mapping[str, Any] | None = None, **extra: Any) -> str:
         """The run's document at its commit key (and `location`), and its line in the project index."""
         key = commit_key(project, run.sha)
-        document = run.document(context.job.id, project, commit_key=key, project_key=project_index_key(project),
+        document = run.document(context.job_id, project, commit_key=key, project_key=project_index_key(project),
                                 **extra)
         put_json(context.store, key, document)
         if location is not None:
@@ -188,29 +191,29 @@ class CommandExecutor:
     def __init__(self, projects: Projects) -> None:
         self.projects = projects
 
-    def execute(self, context: JobContext) -> None:
-        job, spec = context.job, context.job.spec
+    def execute(self, context: JobContext) -> JobOutcome:
+        spec = context.spec
         project = spec["project"]
-        job.details.update(project=project, project_key=project_index_key(project), commit=spec.get("commit"))
+        details = {"project": project, "project_key": project_index_key(project), "commit": spec.get("commit")}
+        context.report(**details)
         try:
             with self.projects.mirrors.lock(project):
                 mirror = self.projects.update(context, project)
                 targets = self._targets(mirror, project, spec["commits"])
         except ProjectFailure as error:
-            job.error = str(error)
-            return
+            return JobOutcome(error=str(error), details=details)
         if not targets:
-            job.cmd_run, job.exit_status = spec["command"], 0
-            job.output = f"no commits on the default branch in the last {self.projects.settings.history_days} days"
-            return
+            return JobOutcome(cmd_run=spec["command"], exit_status=0, details=details,
+                              output=f"no commits on the default branch in the last "
+                                     f"{self.projects.settings.history_days} days")
         locations = self._locations(spec.get("location_template"), spec.get("commit"), targets)
-        job.details["pending_keys"] = [commit_key(project, sha) for _, sha in targets] + \
-            [location for location in locations if location is not None]
+        context.will_write([commit_key(project, sha) for _, sha in targets] +
+                           [location for location in locations if location is not None])
         try:
             runs = self._run_all(context, project, mirror, targets, locations)
         finally:
-            job.details.pop("pending_keys", None)
-        self._summarise(context, project, runs, single=len(targets) == 1)
+            context.will_write(())
+        return self._summary(spec["command"], runs, details, single=len(targets) == 1)
 
     def _targets(self, mirror: Path, project: str, commits: list[str]) -> list[tuple[str, str]]:
         if commits == [HISTORY]:
@@ -236,7 +239,7 @@ class CommandExecutor:
 
     def _run_all(self, context: JobContext, project: str, mirror: Path, targets: list[tuple[str, str]],
                  locations: list[str | None]) -> list[tuple[Run, str]]:
-        spec = context.job.spec
+        spec = context.spec
         runs = []
         for (given, sha), location in zip(targets, locations, strict=True):
             if context.cancel.is_set():
@@ -256,33 +259,37 @@ class CommandExecutor:
             runs.append((run, key))
         return runs
 
-    def _summarise(self, context: JobContext, project: str, runs: list[tuple[Run, str]], *, single: bool) -> None:
-        job = context.job
-        job.cmd_run = job.spec["command"]
-        job.details["commit_keys"] = [key for _, key in runs]
-        job.details["commit_key"] = runs[-1][1] if runs else None
-        job.details["runs"] = [{"commit": run.commit, "sha": run.sha, "commit_key": key, "status": run.status,
-                                "exit_status": run.outcome.exit_status if run.outcome else None}
-                               for run, key in runs]
+    @staticmethod
+    def _summary(command: str, runs: list[tuple[Run, str]], details: dict[str, Any], *, single: bool) -> JobOutcome:
+        details = {
+            **details,
+            "commit_keys": [key for _, key in runs],
+            "commit_key": runs[-1][1] if runs else None,
+            "runs": [{"commit": run.commit, "sha": run.sha, "commit_key": key, "status": run.status,
+                      "exit_status": run.outcome.exit_status if run.outcome else None} for run, key in runs],
+        }
         if single and runs:
             run = runs[0][0]
-            job.details["sha"] = run.sha
-            if run.outcome is not None:
-                context.record(run.outcome, cmd_run=run.cmd_run)
-                job.output = run.results
-            job.error = run.error
-            return
-        job.output = "".join(f"== {run.sha} ({run.status})\n{run.results.rstrip()}\n" for run, _ in runs)
-        job.stdout = "".join(run.outcome.stdout for run, _ in runs if run.outcome)
-        job.stderr = "".join(run.outcome.stderr for run, _ in runs if run.outcome)
-        job.truncated = any(run.outcome.truncated for run, _ in runs if run.outcome)
+            details["sha"] = run.sha
+            if run.outcome is None:
+                return JobOutcome(cmd_run=command, error=run.error, details=details)
+            return JobOutcome.of_process(run.outcome, cmd_run=run.cmd_run, output=run.results, error=run.error,
+                                         details=details)
+        outcomes = [run.outcome for run, _ in runs if run.outcome]
         failed = [run for run, _ in runs if run.status != "succeeded"]
+        error = None
+        exit_status: int | None = 0
         if failed:
-            job.exit_status = failed[0].outcome.exit_status if failed[0].outcome else None
-            job.error = f"{len(failed)} of {len(runs)} commits did not succeed: " + \
+            exit_status = failed[0].outcome.exit_status if failed[0].outcome else None
+            error = f"{len(failed)} of {len(runs)} commits did not succeed: " + \
                 ", ".join(run.sha[:12] for run in failed)
-        else:
-            job.exit_status = 0
+        return JobOutcome(
+            cmd_run=command, exit_status=exit_status, error=error, details=details,
+            output="".join(f"== {run.sha} ({run.status})\n{run.results.rstrip()}\n" for run, _ in runs),
+            stdout="".join(outcome.stdout for outcome in outcomes),
+            stderr="".join(outcome.stderr for outcome in outcomes),
+            truncated=any(outcome.truncated for outcome in outcomes),
+        )
 
 
 class GitHubPushExecutor:
@@ -291,12 +298,14 @@ class GitHubPushExecutor:
     def __init__(self, projects: Projects) -> None:
         self.projects = projects
 
-    def execute(self, context: JobContext) -> None:
-        job, spec = context.job, context.job.spec
+    def execute(self, context: JobContext) -> JobOutcome:
+        spec = context.spec
         project, sha = spec["project"], spec["sha"]
         key = commit_key(project, sha)
-        job.details.update(project=project, project_key=project_index_key(project), commit=sha, sha=sha,
-                           ref=spec.get("ref"), commit_key=key, commit_keys=[key], pending_keys=[key])
+        details = {"project": project, "project_key": project_index_key(project), "commit": sha, "sha": sha,
+                   "ref": spec.get("ref"), "commit_key": key, "commit_keys": [key]}
+        context.report(**details)
+        context.will_write([key])
         try:
             with self.projects.mirrors.lock(project):
                 mirror = self.projects.update(context, project)
@@ -304,12 +313,11 @@ class GitHubPushExecutor:
                 config = self.projects.read_config(mirror, sha)
             checkout = self.projects.checkout(context, project, mirror, sha)
         except ProjectFailure as error:
-            job.error = str(error)
-            job.details.pop("pending_keys", None)
+            context.will_write(())
             # Whoever watches the commit key learns why nothing ran.
             failed = Run(commit=sha, sha=sha, error=str(error), finished_at=utc_now())
             self.projects.store_run(context, project, failed, push=spec.get("push"), ref=spec.get("ref"))
-            return
+            return JobOutcome(error=str(error), details=details)
         command = config.command or self.projects.settings.default_command
         run = Run(commit=sha, sha=sha, cmd_run=command)
         try:
@@ -317,14 +325,14 @@ class GitHubPushExecutor:
                                        timeout=config.timeout or self.projects.settings.default_timeout)
         finally:
             remove_tree(checkout, context.run_as)
-            job.details.pop("pending_keys", None)
+            context.will_write(())
         run.finished_at = utc_now()
         self.projects.store_run(context, project, run, push=spec.get("push"), ref=spec.get("ref"))
-        if run.outcome is not None:
-            context.record(run.outcome, cmd_run=run.cmd_run)
-            job.output = run.results
-        job.details["setup"] = run.setup
-        job.error = run.error
+        details["setup"] = run.setup
+        if run.outcome is None:
+            return JobOutcome(error=run.error, details=details)
+        return JobOutcome.of_process(run.outcome, cmd_run=run.cmd_run, output=run.results, error=run.error,
+                                     details=details)
 
 
 class ProjectRequestExecutor:
@@ -333,32 +341,34 @@ class ProjectRequestExecutor:
     def __init__(self, projects: Projects) -> None:
         self.projects = projects
 
-    def execute(self, context: JobContext) -> None:
-        job, spec = context.job, context.job.spec
+    def execute(self, context: JobContext) -> JobOutcome:
+        spec = context.spec
         project = spec["project"]
-        job.details.update(project=project, project_key=project_index_key(project), commit=spec["commits"][0])
+        details: dict[str, Any] = {"project": project, "project_key": project_index_key(project),
+                                   "commit": spec["commits"][0]}
+        context.report(**details)
         try:
             with self.projects.mirrors.lock(project):
                 mirror = self.projects.update(context, project)
                 sha = self.projects.resolve(mirror, project, spec["commits"][0])
                 config = self.projects.read_config(mirror, sha)
                 web = config.web or self._procfile_web(mirror, sha)
-            job.details["sha"] = sha
+            details["sha"] = sha
+            context.report(sha=sha)
             checkout = self.projects.checkout(context, project, mirror, sha)
         except ProjectFailure as error:
-            job.error = str(error)
-            return
+            return JobOutcome(error=str(error), details=details)
         try:
             env = {**checkout_environment(checkout, context.run_as), **config.env, **spec["env"]}
             if config.setup:
                 outcome = context.run(["/bin/sh", "-c", config.setup], cwd=checkout, env=env)
-                job.details["setup"] = {"cmd_run": config.setup, "exit_status": outcome.exit_status,
-                                        "output": outcome.output, "timed_out": outcome.timed_out}
+                details["setup"] = {"cmd_run": config.setup, "exit_status": outcome.exit_status,
+                                    "output": outcome.output, "timed_out": outcome.timed_out}
                 if outcome.exit_status != 0:
-                    context.record(outcome, cmd_run=config.setup)
-                    job.error = "setup failed"
-                    return
-            WebProcess(context, checkout, web, env, self.projects.settings.boot_timeout).serve_one_request()
+                    return JobOutcome.of_process(outcome, cmd_run=config.setup, error="setup failed",
+                                                 details=details)
+            web_process = WebProcess(context, checkout, web, env, self.projects.settings.boot_timeout)
+            return web_process.serve_one_request(details)
         finally:
             remove_tree(checkout, context.run_as)
 
@@ -387,18 +397,20 @@ class WebProcess:
         self._stop = threading.Event()
         self._outcome: ProcessOutcome | None = None
 
-    def serve_one_request(self) -> None:
-        context, job, spec = self.context, self.context.job, self.context.job.spec
+    def serve_one_request(self, details: dict[str, Any]) -> JobOutcome:
+        context, spec = self.context, self.context.spec
         request_timeout = float(spec["timeout"])
         # The process lives until it is stopped; its own limit only guards against a stop that never comes.
         lifetime = self.boot_timeout + request_timeout + context.settings.kill_grace_seconds + 30
         process_context = dataclasses.replace(context, cancel=self._stop)
         thread = threading.Thread(target=self._run, args=(process_context, lifetime), daemon=True,
-                                  name=f"web-{job.id[:8]}")
-        job.cmd_run = self.command
-        job.details["request"] = {"method": spec["method"], "path": spec["path"], "port": self.port}
+                                  name=f"web-{context.job_id[:8]}")
+        request = {"method": spec["method"], "path": spec["path"], "port": self.port}
+        details = {**details, "request": request}
+        context.report(request=request)
         thread.start()
-        threading.Thread(target=self._stop_when_cancelled, daemon=True, name=f"web-cancel-{job.id[:8]}").start()
+        threading.Thread(target=self._stop_when_cancelled, daemon=True,
+                         name=f"web-cancel-{context.job_id[:8]}").start()
         try:
             boot = self._wait_for_port(thread)
             response = self._send(request_timeout) if boot == "listening" else None
@@ -406,30 +418,26 @@ class WebProcess:
             self._stop.set()
             thread.join()
         outcome = self._outcome
+        ran: dict[str, Any] = {"cmd_run": self.command, "details": details}
         if outcome is not None:
-            job.stdout, job.stderr = outcome.stdout, outcome.stderr
-            job.truncated = outcome.truncated
+            ran.update(stdout=outcome.stdout, stderr=outcome.stderr, truncated=outcome.truncated)
         if boot == "cancelled":
-            return
+            return JobOutcome(**ran)
+        # A failed boot or request is the app's own story: its output is the job's result.
+        app_output = outcome.output if outcome else ""
+        if boot == "exited" and outcome is not None:
+            return JobOutcome(**ran, output=app_output, exit_status=outcome.exit_status, signal=outcome.signal,
+                              error=f"the web process exited ({outcome.signal or f'status {outcome.exit_status}'}) "
+                                    f"before accepting connections on port {self.port}")
         if boot != "listening":
-            # A failed boot is the app's own story: its output is the job's result.
-            job.output = outcome.output if outcome else ""
-            if boot == "exited" and outcome is not None:
-                job.exit_status, job.signal = outcome.exit_status, outcome.signal
-                job.error = (f"the web process exited ({outcome.signal or f'status {outcome.exit_status}'}) "
-                             f"before accepting connections on port {self.port}")
-            else:
-                job.error = f"the web process did not accept connections on port {self.port} " \
-                            f"within boot_timeout ({self.boot_timeout:g} s)"
-            return
+            return JobOutcome(**ran, output=app_output,
+                              error=f"the web process did not accept connections on port {self.port} "
+                                    f"within boot_timeout ({self.boot_timeout:g} s)")
         if isinstance(response, str):
-            job.output = outcome.output if outcome else ""
-            job.error = response
-            return
-        job.details["response"] = response
-        job.output = response["body"]
-        job.truncated = job.truncated or response["truncated"]
-        job.exit_status = 0
+            return JobOutcome(**ran, output=app_output, error=response)
+        ran["truncated"] = ran.get("truncated", False) or response["truncated"]
+        ran["details"] = {**details, "response": response}
+        return JobOutcome(**ran, output=response["body"], exit_status=0)
 
     def _stop_when_cancelled(self) -> None:
         # Stopping the app also ends a request in flight, so a cancelled job does not wait for its timeout.
@@ -460,7 +468,7 @@ class WebProcess:
         return "timed_out"
 
     def _send(self, timeout: float) -> dict[str, Any] | str:
-        spec = self.context.job.spec
+        spec = self.context.spec
         limit = self.context.settings.output_limit_bytes
         method = spec["method"]
         headers = {"Host": f"localhost:{self.port}", "User-Agent": "server-responder"}

@@ -9,9 +9,8 @@ from typing import Any
 from server_responder.jobs import callbacks
 from server_responder.projects import git as git_repos
 from server_responder.projects import github as webhooks
-from server_responder.jobs.requests import (
-    JobRequest, RequestError, env_field, location_field, register_job_type, timeout_field,
-)
+from server_responder.jobs.requests import env_field, location_field, timeout_field
+from server_responder.jobs.types import JobRequest, RequestError, RequestField, refuse_unknown
 from server_responder.settings import Settings
 
 MAX_COMMAND_LENGTH = 16 * 1024
@@ -20,39 +19,43 @@ REQUEST_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _REQUEST_PATH = re.compile(r"/[\x21-\x7e]{0,2047}")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(; ?[\x20-\x7e]{1,200})?")
 
-_COMMON = {
-    "project": "owner/name of the repository at repo_base_url (required)",
-    "results_location": "store key for the result document (default results/<job id>)",
-    "timeout": "seconds before the command is killed (default default_timeout, at most max_timeout)",
-    "env": "extra environment variables for the job",
-    "callback_url": "http(s) URL to POST {job_id, status, exit_status, project_key, commit_key, "
-                    "results_location} to when the job ends (default callback_url)",
-}
-COMMAND_FIELDS = {
-    **_COMMON,
-    "command": "run through /bin/sh -c in the checkout (default default_command)",
-    "commit": "a sha or ref, a comma-separated list of them (_<list>_ in results_location becomes _<sha>_), "
-              "or history: one commit a day over history_days (default: the default branch)",
-}
-PROJECT_REQUEST_FIELDS = {
-    **_COMMON,
-    "project_request": "path of the request sent to the project's own web app (required)",
-    "request_method": "HTTP method of that request (default POST)",
-    "request_body": "body of that request (default empty)",
-    "request_content_type": "its Content-Type (default application/x-www-form-urlencoded)",
-    "commit": "a sha or ref (default: the default branch)",
-}
-GITHUB_PUSH_FIELDS = {
-    "push": "GitHub's push event payload (required); the command comes from .deferred_server at `after`",
-    "results_location": _COMMON["results_location"],
-    "callback_url": _COMMON["callback_url"],
-}
-
-
-def refuse_unknown(body: Mapping[str, Any], known: Mapping[str, str]) -> None:
-    unknown = sorted(set(body) - set(known) - {"type"})
-    if unknown:
-        raise RequestError(unknown[0], f"is not a field of this job type; fields: {', '.join(sorted(known))}")
+_STRING = {"type": "string"}
+_PROJECT = RequestField("project", {"type": "string", "pattern": "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$"},
+                        "owner/name of the repository at repo_base_url (required)", required=True)
+_LOCATION = RequestField("results_location", {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
+                         "store key for the result document (default results/<job id>)")
+_TIMEOUT = RequestField("timeout", {"type": "number", "exclusiveMinimum": 0},
+                        "seconds before the command is killed (default default_timeout, at most max_timeout)")
+_ENV = RequestField("env", {"type": "object", "additionalProperties": {"type": "string"}},
+                    "extra environment variables for the job")
+_CALLBACK = RequestField("callback_url", {"type": "string", "format": "uri"},
+                         "http(s) URL to POST {job_id, status, exit_status, project_key, commit_key, "
+                         "results_location} to when the job ends (default callback_url)")
+COMMAND_FIELDS = (
+    _PROJECT, _LOCATION, _TIMEOUT, _ENV, _CALLBACK,
+    RequestField("command", _STRING, "run through /bin/sh -c in the checkout (default default_command)"),
+    RequestField("commit", _STRING,
+                 "a sha or ref, a comma-separated list of them (_<list>_ in results_location becomes _<sha>_), "
+                 "or history: one commit a day over history_days (default: the default branch)"),
+)
+PROJECT_REQUEST_FIELDS = (
+    _PROJECT, _LOCATION, _TIMEOUT, _ENV, _CALLBACK,
+    RequestField("project_request", {"type": "string", "pattern": "^/"},
+                 "path of the request sent to the project's own web app (required)", required=True),
+    RequestField("request_method", {"enum": list(REQUEST_METHODS), "default": "POST"},
+                 "HTTP method of that request (default POST)"),
+    RequestField("request_body", _STRING, "body of that request (default empty)"),
+    RequestField("request_content_type", {"type": "string", "default": "application/x-www-form-urlencoded"},
+                 "its Content-Type (default application/x-www-form-urlencoded)"),
+    RequestField("commit", _STRING, "a sha or ref (default: the default branch)"),
+)
+GITHUB_PUSH_FIELDS = (
+    RequestField("push", {"type": "object"},
+                 "GitHub's push event payload (required); the command comes from .deferred_server at `after`",
+                 required=True),
+    _LOCATION,
+    _CALLBACK,
+)
 
 
 def project_field(body: Mapping[str, Any]) -> str:
@@ -164,9 +167,3 @@ def parse_github_push(body: Mapping[str, Any], settings: Settings) -> JobRequest
         raise RequestError("push", str(error)) from None
     spec["callback_url"] = callback_field(body)
     return JobRequest("github_push", spec, location_field(body))
-
-
-def register_project_job_types() -> None:
-    register_job_type("command", COMMAND_FIELDS, parse_command)
-    register_job_type("project_request", PROJECT_REQUEST_FIELDS, parse_project_request)
-    register_job_type("github_push", GITHUB_PUSH_FIELDS, parse_github_push)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from server_responder import __version__
-from server_responder.jobs.requests import (
-    JOB_TYPES, JobRequest, RequestError, Unauthorized, UnsupportedJobType, parse_job_request, parse_legacy_form,
-)
+from server_responder.jobs.requests import parse_job_request, parse_legacy_form
+from server_responder.jobs.types import JobRequest, RequestError, Unauthorized, UnsupportedJobType
 from server_responder.jobs.record import Job
 from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.web.last_request import RequestRecorder
@@ -42,7 +41,7 @@ class JobsApi:
         self._record(incoming)
         if incoming.content_type not in ("application/json", ""):
             raise HttpError(415, "unsupported_media_type", "Content-Type: must be application/json")
-        job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings,
+        job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings, self.responder.types,
                                                         authorized=incoming.has_token()))
         wait = incoming.number_param("wait", 0.0, MAX_WAIT_SECONDS)
         job = self._submit(job_request, incoming)
@@ -57,7 +56,8 @@ class JobsApi:
         authorized = incoming.has_token(form_token=fields.get("api_token"))
         if not authorized and not fields.get("signature"):
             raise HttpError(401, "unauthorized", "api_token or signature is required")
-        job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, authorized=authorized))
+        job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, self.responder.types,
+                                                              authorized=authorized))
         job = self._submit(job_request, incoming)
         job = self.jobs.wait(job.id, self.settings.sync_wait_seconds) or job
         summary = {"job_id": job.id, "status": job.status, "results_location": job.results_location}
@@ -141,7 +141,7 @@ class StatusApi:
                 **self.responder.counts()}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
-        return [{"type": name, "fields": fields} for name, fields in sorted(JOB_TYPES.items())]
+        return self.responder.types.index()
 
     def openapi(self, incoming: Incoming) -> dict[str, Any]:
         from server_responder.web.openapi import openapi_document
