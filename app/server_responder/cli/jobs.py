@@ -7,11 +7,11 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 
 from server_responder.cli.common import Command, config_option, load_settings
+from server_responder.http_client import HttpClient
 from server_responder.settings import Settings
 
 
@@ -99,25 +99,25 @@ def submit(args: argparse.Namespace) -> int:
 
 class _Client:
     def __init__(self, base: str, token: str, insecure: bool) -> None:
-        import ssl
-
         self.base = base
         self.token = token
-        self.context = ssl._create_unverified_context() if insecure else None
+        self.http = HttpClient(timeout=90, verify_certificates=not insecure)
 
     def request(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Authorization": f"Bearer {self.token}",
-                                                  "Content-Type": "application/json"})
+        answer = self.http.json(method, self.base + path, body, headers={"Authorization": f"Bearer {self.token}"})
+        if answer.status < 400:
+            return answer.status, answer.json()
         try:
-            with urllib.request.urlopen(request, timeout=90, context=self.context) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                return error.code, json.loads(error.read())
-            except ValueError:
-                return error.code, {"error": error.reason, "detail": ""}
+            return answer.status, answer.json()
+        except ValueError:
+            return answer.status, {"error": _reason_phrase(answer.status), "detail": ""}
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return str(status)
 
 
 def _token(args: argparse.Namespace) -> str:

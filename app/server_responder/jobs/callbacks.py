@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
-from server_responder import __version__
+from server_responder.http_client import HttpClient, HttpFailure
 from server_responder.jobs.record import Job
 from server_responder.settings import Settings
 
@@ -51,11 +48,12 @@ def callback_document(job: Job) -> dict[str, Any]:
 class CompletionCallbacks:
     """A `JobService.on_finished` listener; each callback gets its own thread so no job waits for it."""
 
-    def __init__(self, settings: Settings, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF_SECONDS) -> None:
+    def __init__(self, settings: Settings, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF_SECONDS,
+                 client: HttpClient | None = None) -> None:
         self.default_url = settings.callback_url
         self.attempts = attempts
         self.backoff = backoff
-        self._stopping = threading.Event()
+        self.client = client or HttpClient(timeout=REQUEST_TIMEOUT_SECONDS)
 
     def job_finished(self, job: Job) -> None:
         url = job.spec.get("callback_url") or self.default_url
@@ -67,35 +65,28 @@ class CompletionCallbacks:
         threading.Thread(target=self.deliver, args=(url, document), name=f"callback-{job.id[:8]}",
                          daemon=True).start()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
     def deliver(self, url: str, document: dict[str, Any]) -> bool:
         """POST the document until the receiver takes it (2xx-4xx), retrying errors and 5xx with backoff."""
-        body = json.dumps(document).encode()
         host = urllib.parse.urlsplit(url).hostname
-        for attempt in range(1, self.attempts + 1):
-            request = urllib.request.Request(url, data=body, method="POST", headers={
-                "Content-Type": "application/json", "User-Agent": f"server-responder/{__version__}"})
-            try:
-                with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
-                    status = response.status
-            except urllib.error.HTTPError as error:
-                status = error.code
-            except (OSError, ValueError) as error:
-                status = None
-                reason = type(error).__name__
-            if status is not None and status < 500:
-                level = logging.INFO if status < 400 else logging.WARNING
-                log.log(level, "callback delivered", extra={
-                    "event": "callback.delivered", "job_id": document["job_id"], "host": host,
-                    "http_status": status, "attempt": attempt})
-                return status < 400
+
+        def retrying(attempt: int, status: int | None, reason: str | None) -> None:
             log.warning("callback failed", extra={
                 "event": "callback.retry", "job_id": document["job_id"], "host": host, "attempt": attempt,
-                "http_status": status, "reason": None if status is not None else reason})
-            if attempt < self.attempts and self._stopping.wait(self.backoff * 2 ** (attempt - 1)):
-                break
+                "http_status": status, "reason": reason})
+
+        try:
+            answer = self.client.json("POST", url, document, attempts=self.attempts, backoff=self.backoff,
+                                      on_retry=retrying)
+        except HttpFailure as error:
+            retrying(self.attempts, None, str(error).split(":")[0])
+        else:
+            if answer.status < 500:
+                level = logging.INFO if answer.status < 400 else logging.WARNING
+                log.log(level, "callback delivered", extra={
+                    "event": "callback.delivered", "job_id": document["job_id"], "host": host,
+                    "http_status": answer.status})
+                return answer.status < 400
+            retrying(self.attempts, answer.status, None)
         log.error("callback given up", extra={"event": "callback.failed", "job_id": document["job_id"],
                                               "host": host, "attempts": self.attempts})
         return False

@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from server_responder.http_client import HttpClient, HttpFailure
 from server_responder.lifecycle.idle import iso_utc
 from server_responder.lifecycle.idle_watch import UPLOAD_WAIT_FACTOR
 from server_responder.files import write_atomically
@@ -114,9 +112,6 @@ def valid_last_job(document: Any) -> bool:
     return counts_ok and isinstance(idle, (int, float)) and not isinstance(idle, bool) and idle >= 0
 
 
-# The state kept between runs: when each instance first failed to answer ----------------------------------
-
-
 class UnreachableLog:
     """`{"unreachable": {"<instance id>": {"since": "<ISO-8601 UTC>", "address": ..., "error": ...}}}`."""
 
@@ -156,9 +151,6 @@ class UnreachableLog:
                          .encode(), mode=0o600)
 
 
-# Talking to EC2 and to the responders ----------------------------------------------------------------------
-
-
 def list_running_instances(ec2: Any, tag_key: str, tag_value: str | None, private: bool) -> list[Instance]:
     filters = [{"Name": "instance-state-name", "Values": ["running"]}]
     if tag_value is None:
@@ -182,14 +174,9 @@ class ResponderClient:
                  overrides: Mapping[str, str]) -> None:
         self.scheme = scheme
         self.port = port
-        self.timeout = timeout
         self.token = token
         self.overrides = dict(overrides)
-        self.context = None
-        if insecure:
-            self.context = ssl.create_default_context()
-            self.context.check_hostname = False
-            self.context.verify_mode = ssl.CERT_NONE
+        self.http = HttpClient(timeout=timeout, verify_certificates=not insecure)
 
     def base_url(self, instance: Instance) -> str | None:
         if instance.id in self.overrides:
@@ -233,21 +220,18 @@ class ResponderClient:
         headers = {"Accept": "application/json"}
         if authorized and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(url, method=method, headers=headers, data=b"" if method == "POST" else None)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
-                status, body = response.status, response.read(1024 * 1024)
-        except urllib.error.HTTPError as error:
-            return error.code, None, None
-        except (OSError, ValueError) as error:
-            return 0, None, f"{type(error).__name__}: {getattr(error, 'reason', None) or error}"
+            answer = self.http.request(method, url, headers=headers, body=b"" if method == "POST" else None,
+                                       limit=1024 * 1024)
+        except HttpFailure as error:
+            return 0, None, str(error)
+        if answer.status >= 300:
+            return answer.status, None, None
+        status, body = answer.status, answer.body
         try:
             return status, json.loads(body), None
         except ValueError:
             return status, None, "the answer is not JSON"
-
-
-# One run -------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -333,9 +317,6 @@ class Reaper:
         running = document.get("running_jobs") if document else None
         queued = document.get("queued_jobs") if document else None
         return f"a job arrived before the drain ({running} running, {queued} queued); drain lifted"
-
-
-# The command line -----------------------------------------------------------------------------------------
 
 
 def default_state_file() -> Path:

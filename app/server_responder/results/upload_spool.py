@@ -1,7 +1,7 @@
 """Uploads that survive an unreachable S3 and a crash: spooled in the data dir first, then delivered.
 
 Each spooled upload is one file, `<header JSON line>\\n<body>`, written atomically. An upload goes to the
-remote store, or to a presigned URL a caller gave with the job. `UploadSpool.drain` delivers what is
+remote store, or to a presigned URL a caller gave with the job. `UploadSpool.deliver_due` delivers what is
 due, oldest first, and backs off while a destination fails; the web layer calls it from an engine plugin.
 """
 
@@ -13,9 +13,7 @@ import logging
 import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 from server_responder.results.keys import artifact_key, validate_key
 from server_responder.files import write_atomically
+from server_responder.http_client import HttpClient, HttpFailure
 from server_responder.results.store import ObjectInfo, ResultStore, StoredObject, StoreUnavailable
 
 log = logging.getLogger("server_responder.uploads")
@@ -55,7 +54,7 @@ class Upload:
 
 
 class UploadSpool:
-    """The durable queue: `add` spools and tries once, `drain` retries the rest with backoff."""
+    """The durable queue: `add` spools and tries once, `deliver_due` retries the rest with backoff."""
 
     def __init__(self, directory: Path, remote: ResultStore | None, *, retry_seconds: float = 5.0,
                  retry_max_seconds: float = 300.0, http_timeout: float = 30.0,
@@ -67,15 +66,13 @@ class UploadSpool:
         self.remote = remote
         self.retry_seconds = retry_seconds
         self.retry_max_seconds = retry_max_seconds
-        self.http_timeout = http_timeout
+        self.http = HttpClient(timeout=http_timeout)
         self.clock = clock
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._state = threading.Lock()
         self._store_failures = 0
         self._store_retry_at = 0.0
         self._url_retries: dict[str, tuple[int, float]] = {}
-
-    # Spooling ---------------------------------------------------------------------------------------
 
     def add(self, key: str, body: bytes, content_type: str, url: str | None = None) -> None:
         """Spool an upload, then try it once unless its destination is failing; raises only for local faults."""
@@ -126,9 +123,7 @@ class UploadSpool:
         return {"pending_uploads": sum(1 for _ in self.directory.glob("*" + UPLOAD_SUFFIX)),
                 "failed_uploads": sum(1 for _ in self.failed_directory.glob("*" + UPLOAD_SUFFIX))}
 
-    # Delivering -------------------------------------------------------------------------------------
-
-    def drain(self) -> None:
+    def deliver_due(self) -> None:
         """Deliver every due upload, oldest first. Never raises: it runs in a background monitor."""
         try:
             now = self.clock()
@@ -169,7 +164,7 @@ class UploadSpool:
 
     def _send(self, upload: Upload, body: bytes) -> None:
         if upload.url is not None:
-            put_to_url(upload.url, body, upload.content_type, self.http_timeout)
+            put_to_url(self.http, upload.url, body, upload.content_type)
         elif self.remote is None:
             raise StoreUnavailable("no remote store is configured for this spooled upload")
         else:
@@ -310,19 +305,18 @@ def upload_targets(location: str, upload_urls: Mapping[str, Any]) -> dict[str, s
     return targets
 
 
-def put_to_url(url: str, body: bytes, content_type: str, timeout: float) -> None:
+def put_to_url(client: HttpClient, url: str, body: bytes, content_type: str) -> None:
     """HTTP PUT of one object; UploadRefused when the answer says retrying cannot help."""
     _check_url(url)
-    request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as error:
-        if error.code < 500 and error.code not in _RETRYABLE_HTTP:
-            raise UploadRefused(f"the upload URL answered HTTP {error.code}") from None
-        raise StoreUnavailable(f"the upload URL answered HTTP {error.code}") from None
-    except urllib.error.URLError as error:
-        raise StoreUnavailable(f"the upload URL is unreachable: {error.reason}") from None
+        answer = client.request("PUT", url, body=body, headers={"Content-Type": content_type})
+    except HttpFailure as error:
+        raise StoreUnavailable(f"the upload URL is unreachable: {error}") from None
+    if answer.status < 300:
+        return
+    if answer.status < 500 and answer.status not in _RETRYABLE_HTTP:
+        raise UploadRefused(f"the upload URL answered HTTP {answer.status}")
+    raise StoreUnavailable(f"the upload URL answered HTTP {answer.status}")
 
 
 def _check_url(url: str) -> None:

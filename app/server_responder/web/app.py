@@ -71,11 +71,11 @@ class ResponderPlugin(SimplePlugin):
 class UploadPlugin(Monitor):
     """Delivers spooled uploads in the background, also those left by an earlier run.
 
-    `UploadSpool.drain` never raises: an exception would stop a CherryPy Monitor for good.
+    `UploadSpool.deliver_due` never raises: an exception would stop a CherryPy Monitor for good.
     """
 
     def __init__(self, bus, responder: Responder) -> None:
-        super().__init__(bus, responder.uploads.drain, frequency=responder.settings.upload_retry_seconds,
+        super().__init__(bus, responder.uploads.deliver_due, frequency=responder.settings.upload_retry_seconds,
                          name="upload-spool")
 
 
