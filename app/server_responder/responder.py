@@ -13,11 +13,13 @@ from server_responder.jobs.script import script_job_type
 from server_responder.jobs.service import JobService
 from server_responder.jobs.types import JobTypes
 from server_responder.projects.executors import project_job_types
+from server_responder.projects.github import PushDeliveries
 from server_responder.settings import Settings
 from server_responder.results.store import ResultStore
 from server_responder.files import write_atomically
 from server_responder.results.upload_spool import UploadSpool
 from server_responder.results.location import open_result_store
+from server_responder.results.lookup import ResultLookup
 
 
 def job_types(settings: Settings) -> JobTypes:
@@ -33,6 +35,8 @@ class Responder:
     types: JobTypes
     jobs: JobService
     drain: DrainSwitch
+    results: ResultLookup
+    deliveries: PushDeliveries
     uploads: UploadSpool | None = None
 
     @classmethod
@@ -44,7 +48,9 @@ class Responder:
         jobs = JobService(settings, store, clock, types, uploads=uploads)
         jobs.on_finished(CompletionCallbacks(settings).job_finished)
         drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
-        return cls(settings, store, clock, types, jobs, drain, uploads)
+        deliveries = PushDeliveries(jobs, settings.data_dir / "github_deliveries")
+        return cls(settings, store, clock, types, jobs, drain, ResultLookup(store, jobs.pending_for), deliveries,
+                   uploads)
 
     def start(self) -> None:
         self.jobs.start()

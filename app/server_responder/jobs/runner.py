@@ -15,7 +15,7 @@ from pathlib import Path
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # How long output may still arrive after the job's own process has exited.
-_DRAIN_SECONDS = 1.0
+_LATE_OUTPUT_SECONDS = 1.0
 _POLL_SECONDS = 0.05
 
 
@@ -134,7 +134,7 @@ def run_process(
                 # Whatever the job left behind in its group goes with it.
                 _signal_group(process.pid, signal.SIGKILL)
             if exited_at is not None:
-                if now - exited_at > _DRAIN_SECONDS:
+                if now - exited_at > _LATE_OUTPUT_SECONDS:
                     break
                 continue
             if kill_at is None and (now >= deadline or (cancel is not None and cancel.is_set())):

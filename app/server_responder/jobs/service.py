@@ -95,6 +95,17 @@ class JobService:
     def set_accepting(self, accepting: bool) -> None:
         with self._condition:
             self._accepting = accepting and not self._stopping
+            self._condition.notify_all()
+
+    def wait_for_no_jobs(self, timeout: float) -> None:
+        """Until nothing is queued or running, jobs are accepted again, or `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._active and not self._accepting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._condition.wait(remaining)
 
     @property
     def accepting(self) -> bool:

@@ -32,6 +32,8 @@ def current_boot_id(path: Path = BOOT_ID_PATH) -> str | None:
 class AcceptsJobs(Protocol):
     def set_accepting(self, accepting: bool) -> None: ...
 
+    def wait_for_no_jobs(self, timeout: float) -> None: ...
+
 
 class DrainSwitch:
     """Whether the box is draining, kept in `<data_dir>/drain.json` and applied to the job service."""
@@ -80,6 +82,10 @@ class DrainSwitch:
             self._save()
         log.info("draining", extra={"event": "drain.started", "reason": reason})
         return True
+
+    def wait_until_drained(self, timeout: float) -> None:
+        """Until the queued and running jobs have finished, the drain is lifted, or `timeout` seconds have passed."""
+        self.jobs.wait_for_no_jobs(timeout)
 
     def resume(self) -> bool:
         """Accept jobs again; True when a drain was lifted."""

@@ -106,11 +106,6 @@ class IdleClock:
     def job_finished(self) -> None:
         self._touch("last_finished")
 
-    @property
-    def last_activity(self) -> float | None:
-        moments = [t for t in self._record.values() if t is not None]
-        return max(moments) if moments else None
-
     def status(self, counts: dict[str, int], draining: bool, now: float | None = None) -> IdleStatus:
         """The box's idle state given the job and upload counts and whether it is draining."""
         with self._lock:
@@ -119,16 +114,6 @@ class IdleClock:
                           last_started=record["last_started"], last_finished=record["last_finished"],
                           running_jobs=counts.get("running_jobs", 0), queued_jobs=counts.get("queued_jobs", 0),
                           draining=draining, pending_uploads=counts.get("pending_uploads", 0))
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            record = dict(self._record)
-        return {
-            "last_time": iso_utc(self.last_activity),
-            "last_started": iso_utc(record["last_started"]),
-            "last_finished": iso_utc(record["last_finished"]),
-            "booted_at": iso_utc(self.booted_at),
-        }
 
 
 def _timestamp(value: Any) -> float | None:

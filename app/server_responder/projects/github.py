@@ -9,9 +9,12 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server_responder.jobs.record import Job
+from server_responder.jobs.service import JobService
 from server_responder.projects.git import InvalidProject, is_full_sha, validate_project
 from server_responder.files import write_atomically
 
@@ -147,3 +150,42 @@ class DeliveryLog:
         entries.sort(key=lambda path: path.stat().st_mtime if path.exists() else 0.0)
         for path in entries[: len(entries) - self.keep]:
             path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PushStart:
+    """The job a push delivery started, or for a redelivery the one its first delivery started (None if pruned)."""
+
+    job_id: str
+    job: Job | None
+    redelivery: bool
+
+
+class PushDeliveries:
+    """Starts one job per GitHub push delivery; a redelivery of a known delivery gets the first one's job."""
+
+    def __init__(self, jobs: JobService, directory: Path) -> None:
+        self.jobs = jobs
+        self.directory = directory
+        self._log: DeliveryLog | None = None
+
+    @property
+    def log(self) -> DeliveryLog:
+        # Made on first use: a responder without a webhook secret keeps no delivery log.
+        if self._log is None:
+            self._log = DeliveryLog(self.directory)
+        return self._log
+
+    def valid_id(self, delivery: str) -> bool:
+        return self.log.valid_id(delivery)
+
+    def start_once(self, spec: dict[str, Any], delivery: str | None, request_id: str) -> PushStart:
+        """QueueFull or NotAccepting as JobService.submit raises them."""
+        with self.log.lock:
+            first = self.log.job_for(delivery) if delivery else None
+            if first is not None:
+                return PushStart(first, self.jobs.get(first), redelivery=True)
+            job = self.jobs.submit("github_push", spec, request_id=request_id)
+            if delivery:
+                self.log.record(delivery, job.id)
+        return PushStart(job.id, job, redelivery=False)

@@ -5,23 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from server_responder.projects import github as webhooks
-from server_responder.jobs.service import NotAccepting, QueueFull
+from server_responder.responder import Responder
+from server_responder.web.api import submission_errors
 from server_responder.web.http import HttpError, Incoming, Response, Route
 
 
 class GitHubApi:
-    def __init__(self, responder: Any) -> None:
+    def __init__(self, responder: Responder) -> None:
         self.responder = responder
-        self._deliveries: webhooks.DeliveryLog | None = None
-
+        self.deliveries = responder.deliveries
     def routes(self) -> list[Route]:
         return [Route("POST", "/github", self.receive, "A GitHub webhook delivery (signed with github_secret)")]
-
-    @property
-    def deliveries(self) -> webhooks.DeliveryLog:
-        if self._deliveries is None:
-            self._deliveries = webhooks.DeliveryLog(self.responder.settings.data_dir / "github_deliveries")
-        return self._deliveries
 
     def receive(self, incoming: Incoming) -> Response | dict[str, Any]:
         secret = self.responder.settings.github_secret
@@ -58,19 +52,8 @@ class GitHubApi:
         return self._start_once(spec, delivery, incoming.request_id)
 
     def _start_once(self, spec: dict[str, Any], delivery: str | None, request_id: str) -> Response:
-        jobs = self.responder.jobs
-        with self.deliveries.lock:
-            first = self.deliveries.job_for(delivery) if delivery else None
-            if first is not None:
-                job = jobs.get(first)
-                shown = job.resource() if job is not None else {"id": first}
-                return Response({**shown, "redelivery": True}, status=200, headers={"Location": f"/jobs/{first}"})
-            try:
-                job = jobs.submit("github_push", spec, request_id=request_id)
-            except QueueFull as error:
-                raise HttpError(429, "queue_full", str(error), headers={"Retry-After": "5"}) from None
-            except NotAccepting as error:
-                raise HttpError(503, "not_accepting", str(error), headers={"Retry-After": "60"}) from None
-            if delivery:
-                self.deliveries.record(delivery, job.id)
-        return Response({**job.resource(), "redelivery": False}, status=202, headers={"Location": f"/jobs/{job.id}"})
+        with submission_errors():
+            started = self.deliveries.start_once(spec, delivery, request_id)
+        shown = started.job.resource() if started.job is not None else {"id": started.job_id}
+        return Response({**shown, "redelivery": started.redelivery}, status=200 if started.redelivery else 202,
+                        headers={"Location": f"/jobs/{started.job_id}"})
