@@ -6,20 +6,20 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from server_responder.files import write_atomically
 from server_responder.jobs.callbacks import CompletionCallbacks
-from server_responder.lifecycle.drain import DrainSwitch, current_boot_id
-from server_responder.lifecycle.idle import IdleClock, IdleStatus
 from server_responder.jobs.script import script_job_type
 from server_responder.jobs.service import JobService
 from server_responder.jobs.types import JobTypes
+from server_responder.lifecycle.drain import DrainSwitch, current_boot_id
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
 from server_responder.projects.executors import project_job_types
 from server_responder.projects.github import PushDeliveries
-from server_responder.settings import Settings
-from server_responder.results.store import ResultStore
-from server_responder.files import write_atomically
-from server_responder.results.upload_spool import UploadSpool
 from server_responder.results.location import open_result_store
 from server_responder.results.lookup import ResultLookup
+from server_responder.results.store import ResultStore
+from server_responder.results.upload_spool import UploadSpool
+from server_responder.settings import Settings
 
 
 def job_types(settings: Settings) -> JobTypes:

@@ -10,9 +10,9 @@ import time
 
 from server_responder.cli.common import Command, config_option, load_settings
 from server_responder.results.keys import InvalidKey, artifact_key, validate_key
-from server_responder.settings import Settings
-from server_responder.results.store import JSON_TYPE, ResultStore
 from server_responder.results.location import open_store
+from server_responder.results.store import JSON_TYPE, ResultStore
+from server_responder.settings import Settings
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -67,8 +67,8 @@ def cat(args: argparse.Namespace) -> int:
 
 def _reading_store(settings: Settings, location: str | None) -> ResultStore:
     """The store to read; on the box itself, pending uploads in its spool are read first."""
-    from server_responder.results.upload_spool import SpooledStore, UploadSpool
     from server_responder.results.location import spool_directory
+    from server_responder.results.upload_spool import SpooledStore, UploadSpool
 
     location = location or settings.store
     store = open_store(location, settings)

@@ -14,17 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from server_responder.lifecycle.idle import IdleClock
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.record import (
     CANCELLED, INTERRUPTED, QUEUED, RUNNING, Job, JobSpool, job_status, new_job_id, utc_now,
 )
-from server_responder.jobs.types import JobTypes
-from server_responder.results.keys import default_location
 from server_responder.jobs.runner import JobUser
-from server_responder.settings import Settings
+from server_responder.jobs.types import JobTypes
+from server_responder.lifecycle.idle import IdleClock
+from server_responder.results.keys import default_location
 from server_responder.results.store import ResultStore, put_json
 from server_responder.results.upload_spool import UploadSpool, UploadUrlStore, upload_targets
+from server_responder.settings import Settings
 
 log = logging.getLogger("server_responder.jobs")
 

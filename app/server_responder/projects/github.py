@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server_responder.files import write_atomically
 from server_responder.jobs.record import Job
 from server_responder.jobs.service import JobService
 from server_responder.projects.git import InvalidProject, is_full_sha, validate_project
-from server_responder.files import write_atomically
 
 SIGNATURE_PREFIX = "sha256="
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9-]{1,100}")

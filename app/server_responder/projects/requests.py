@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from server_responder.jobs import callbacks
-from server_responder.projects import git as git_repos
-from server_responder.projects import github as webhooks
 from server_responder.jobs.requests import env_field, location_field, timeout_field
 from server_responder.jobs.types import JobRequest, RequestError, RequestField, refuse_unknown
+from server_responder.projects import git as git_repos
+from server_responder.projects import github as webhooks
 from server_responder.settings import Settings
 
 MAX_COMMAND_LENGTH = 16 * 1024

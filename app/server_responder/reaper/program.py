@@ -18,10 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from server_responder.files import write_atomically
 from server_responder.http_client import HttpClient, HttpFailure
 from server_responder.lifecycle.idle import iso_utc
 from server_responder.lifecycle.idle_watch import UPLOAD_WAIT_FACTOR
-from server_responder.files import write_atomically
 
 STOP = "stop"
 KEEP = "keep"

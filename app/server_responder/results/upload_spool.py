@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server_responder.results.keys import artifact_key, validate_key
 from server_responder.files import write_atomically
 from server_responder.http_client import HttpClient, HttpFailure
+from server_responder.results.keys import artifact_key, validate_key
 from server_responder.results.store import ObjectInfo, ResultStore, StoredObject, StoreUnavailable
 
 log = logging.getLogger("server_responder.uploads")

@@ -7,15 +7,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from server_responder import __version__
-from server_responder.jobs.requests import parse_job_request, parse_legacy_form
-from server_responder.jobs.types import JobRequest, RequestError, Unauthorized, UnsupportedJobType
 from server_responder.jobs.record import Job
-from server_responder.results.keys import InvalidKey, validate_key
-from server_responder.web.last_request import RequestRecorder
-from server_responder.responder import Responder
+from server_responder.jobs.requests import parse_job_request, parse_legacy_form
 from server_responder.jobs.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.jobs.types import JobRequest, RequestError, Unauthorized, UnsupportedJobType
+from server_responder.responder import Responder
+from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.results.store import StoreUnavailable
 from server_responder.web.http import HttpError, Incoming, Response, Route
+from server_responder.web.last_request import RequestRecorder
 from server_responder.web.openapi import openapi_document
 
 MAX_WAIT_SECONDS = 600.0

@@ -8,12 +8,12 @@ import time
 import cherrypy
 from cherrypy.process.plugins import Monitor, SimplePlugin
 
-from server_responder.web.last_request import RequestRecorder
-from server_responder.responder import Responder
 from server_responder.lifecycle.idle_watch import IdleWatch
+from server_responder.responder import Responder
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
+from server_responder.web.last_request import RequestRecorder
 from server_responder.web.lifecycle import LifecycleApi
 from server_responder.web.pages import PagesApi
 
