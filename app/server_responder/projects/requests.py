@@ -9,8 +9,8 @@ from typing import Any
 from server_responder.jobs import callbacks
 from server_responder.jobs.requests import env_field, location_field, timeout_field
 from server_responder.jobs.types import JobRequest, RequestError, RequestField, refuse_unknown
-from server_responder.projects import git as git_repos
-from server_responder.projects import github as webhooks
+from server_responder.projects import git
+from server_responder.projects import github
 from server_responder.settings import Settings
 
 MAX_COMMAND_LENGTH = 16 * 1024
@@ -60,17 +60,17 @@ GITHUB_PUSH_FIELDS = (
 
 def project_field(body: Mapping[str, Any]) -> str:
     try:
-        return git_repos.validate_project(body.get("project"))
-    except git_repos.InvalidProject as error:
+        return git.validate_project(body.get("project"))
+    except git.InvalidProject as error:
         raise RequestError("project", str(error)) from None
 
 
 def commits_field(body: Mapping[str, Any], *, single: bool = False) -> list[str]:
     try:
-        commits = git_repos.parse_commits(body.get("commit"))
-    except git_repos.InvalidRevision as error:
+        commits = git.parse_commits(body.get("commit"))
+    except git.InvalidRevision as error:
         raise RequestError("commit", str(error)) from None
-    if single and (len(commits) > 1 or commits == [git_repos.HISTORY]):
+    if single and (len(commits) > 1 or commits == [git.HISTORY]):
         raise RequestError("commit", "must be one commit sha or ref for this job type")
     return commits
 
@@ -117,7 +117,7 @@ def parse_command(body: Mapping[str, Any], settings: Settings) -> JobRequest:
 def location_template(body: Mapping[str, Any], commits: list[str]) -> str | None:
     """results_location holding `_<commit list>_`, which each commit's result replaces with `_<sha>_`."""
     location, given = body.get("results_location"), body.get("commit")
-    if not isinstance(location, str) or not isinstance(given, str) or len(commits) == 1 and given != git_repos.HISTORY:
+    if not isinstance(location, str) or not isinstance(given, str) or len(commits) == 1 and given != git.HISTORY:
         return None
     placeholder = f"_{given}_"
     if placeholder not in location:
@@ -162,8 +162,8 @@ def parse_github_push(body: Mapping[str, Any], settings: Settings) -> JobRequest
     if not isinstance(push, Mapping):
         raise RequestError("push", "is required: GitHub's push event payload as an object")
     try:
-        spec = webhooks.push_spec(push)
-    except webhooks.DeliveryError as error:
+        spec = github.push_spec(push)
+    except github.DeliveryError as error:
         raise RequestError("push", str(error)) from None
     spec["callback_url"] = callback_field(body)
     return JobRequest("github_push", spec, location_field(body))

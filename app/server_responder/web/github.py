@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server_responder.projects import github as webhooks
+from server_responder.projects import github
 from server_responder.responder import Responder
 from server_responder.web.api import submission_errors
 from server_responder.web.http import HttpError, Incoming, Response, Route
@@ -23,7 +23,7 @@ class GitHubApi:
             # Without a secret nothing could be verified, so the route does not exist.
             raise HttpError(404, "not_found", f"no route for {incoming.path}")
         body = incoming.body
-        if not webhooks.signature_matches(secret.reveal(), body, incoming.headers.get("X-Hub-Signature-256")):
+        if not github.signature_matches(secret.reveal(), body, incoming.headers.get("X-Hub-Signature-256")):
             raise HttpError(401, "unauthorized", "X-Hub-Signature-256: missing, or not the HMAC-SHA256 of the body "
                                                  "with the webhook secret", field="X-Hub-Signature-256")
         event = incoming.headers.get("X-GitHub-Event", "")
@@ -34,19 +34,19 @@ class GitHubApi:
             raise HttpError(400, "bad_request", "X-GitHub-Delivery: must be a delivery GUID",
                             field="X-GitHub-Delivery")
         try:
-            payload = webhooks.delivery_payload(incoming.content_type, body)
-        except webhooks.DeliveryError as error:
+            payload = github.delivery_payload(incoming.content_type, body)
+        except github.DeliveryError as error:
             raise HttpError(400, "bad_request", str(error), field=error.field) from None
         if event == "ping":
             return {"pong": True, "zen": payload.get("zen"), "hook_id": payload.get("hook_id")}
         if event != "push":
             return Response({"ignored": True, "event": event, "detail": "only push events run jobs"}, status=202)
-        if webhooks.is_branch_deletion(payload):
+        if github.is_branch_deletion(payload):
             return Response({"ignored": True, "event": event, "detail": "a branch deletion has nothing to run"},
                             status=202)
         try:
-            spec = webhooks.push_spec(payload)
-        except webhooks.DeliveryError as error:
+            spec = github.push_spec(payload)
+        except github.DeliveryError as error:
             raise HttpError(400, "bad_request", str(error), field=error.field) from None
         spec["callback_url"] = None
         return self._start_once(spec, delivery, incoming.request_id)
