@@ -6,16 +6,25 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from server_responder.callbacks import CompletionCallbacks
-from server_responder.drain import DrainSwitch, current_boot_id
-from server_responder.idle import IdleClock, IdleStatus
-from server_responder.project_job_types import register_project_job_types
-from server_responder.project_jobs import project_executors
-from server_responder.script_jobs import ScriptExecutor
-from server_responder.service import Executor, JobService
+from server_responder.files import write_atomically
+from server_responder.jobs.callbacks import CompletionCallbacks
+from server_responder.jobs.script import script_job_type
+from server_responder.jobs.service import JobService
+from server_responder.jobs.types import JobTypes
+from server_responder.lifecycle.drain import DrainSwitch, current_boot_id
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
+from server_responder.projects.executors import project_job_types
+from server_responder.projects.github import PushDeliveries
+from server_responder.results.location import open_result_store
+from server_responder.results.lookup import ResultLookup
+from server_responder.results.store import ResultStore
+from server_responder.results.upload_spool import UploadSpool
 from server_responder.settings import Settings
-from server_responder.store import ResultStore, write_atomically
-from server_responder.upload_spool import UploadSpool, open_result_store
+
+
+def job_types(settings: Settings) -> JobTypes:
+    """Every job type this responder runs: adding one is an entry here and its executor."""
+    return JobTypes.of([script_job_type(), *project_job_types(settings)])
 
 
 @dataclass
@@ -23,8 +32,11 @@ class Responder:
     settings: Settings
     store: ResultStore
     clock: IdleClock
+    types: JobTypes
     jobs: JobService
     drain: DrainSwitch
+    results: ResultLookup
+    deliveries: PushDeliveries
     uploads: UploadSpool | None = None
 
     @classmethod
@@ -32,13 +44,13 @@ class Responder:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
-        executors: dict[str, Executor] = {"script": ScriptExecutor()}
-        register_project_job_types()
-        executors.update(project_executors(settings))
-        jobs = JobService(settings, store, clock, executors, uploads=uploads)
+        types = job_types(settings)
+        jobs = JobService(settings, store, clock, types, uploads=uploads)
         jobs.on_finished(CompletionCallbacks(settings).job_finished)
         drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
-        return cls(settings, store, clock, jobs, drain, uploads)
+        deliveries = PushDeliveries(jobs, settings.data_dir / "github_deliveries")
+        return cls(settings, store, clock, types, jobs, drain, ResultLookup(store, jobs.pending_for), deliveries,
+                   uploads)
 
     def start(self) -> None:
         self.jobs.start()

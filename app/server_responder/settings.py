@@ -91,19 +91,16 @@ class Settings:
     signature_max_age_seconds: int = 86400
     cors_origins: tuple[str, ...] = ()
     jobs_retained: int = 1000
-    # Project jobs.
     repo_base_url: str = "https://github.com/"
     default_command: str = "churn --yaml"
     history_days: int = 90
     boot_timeout: float = 60.0
     callback_url: str = ""
-    # Idle lifecycle.
     idle_shutdown_minutes: float = 0.0
     shutdown_command: tuple[str, ...] = ("systemctl", "poweroff")
     idle_check_seconds: float = 60.0
     idle_boot_grace_minutes: float = 10.0
     max_lifetime_minutes: float = 0.0
-    # Secrets.
     api_key: Secret | None = None
     code_secret: Secret | None = None
     admin_pass: Secret | None = None

@@ -39,9 +39,6 @@ def give_signed_job(example, signed) -> None:
     example.evaluate("(element, job) => { element.dataset.job = JSON.stringify(job); }", signed.as_fields())
 
 
-# Index -----------------------------------------------------------------------------------------------------
-
-
 def test_index_says_what_the_responder_is_with_its_health_idle_state_and_links(pages_responder, page):
     errors = console_errors(page)
     response = page.goto(pages_responder.url + "/")
@@ -60,9 +57,6 @@ def test_index_says_what_the_responder_is_with_its_health_idle_state_and_links(p
     # The stylesheet is served by the responder and allowed by the page's policy.
     assert page.locator("header.top").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(31, 78, 121)"
     assert errors == []
-
-
-# Example runner --------------------------------------------------------------------------------------------
 
 
 def test_example_page_runs_the_default_example_and_shows_nine(pages_responder, page):
@@ -144,9 +138,6 @@ def test_example_page_without_a_code_secret_says_how_to_enable_it(make_responder
     assert page.locator(".sr-run").count() == 0
 
 
-# Embedding on another site ---------------------------------------------------------------------------------
-
-
 class OtherSite:
     """A page on another origin embedding a signed script as the README shows."""
 
@@ -208,9 +199,6 @@ def test_another_site_embeds_a_signed_script_only_from_a_configured_origin(make_
     example.get_by_role("button", name="Run").click()
     expect(example.locator(".sr-status")).to_contain_text("Could not reach the responder")
     assert len(responder.request("GET", "/jobs").json()["jobs"]) == 1
-
-
-# Admin -----------------------------------------------------------------------------------------------------
 
 
 def refused_admin_visit(page, url: str):

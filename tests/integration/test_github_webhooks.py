@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from git_projects import GitProject
-from server_responder.webhooks import sign
+from server_responder.projects.github import sign
 
 SECRET = "github-webhook-secret"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.drain import BOOT_ID_PATH
+from server_responder.lifecycle.drain import BOOT_ID_PATH
 
 # Minutes as small floats: a threshold of 0.01 minutes is 0.6 s, checked every 0.2 s.
 FAST_IDLE = {"idle_shutdown_minutes": 0.01, "idle_boot_grace_minutes": 0, "idle_check_seconds": 0.2}
@@ -58,9 +58,6 @@ def submit_async(responder, script: str) -> dict:
     return answer.json()
 
 
-# What the box says about itself ----------------------------------------------------------------------------
-
-
 def test_last_job_reports_busy_then_idle_and_survives_a_restart(make_responder, tmp_path):
     responder = make_responder(workers=1)
     fresh = last_job(responder)
@@ -81,9 +78,6 @@ def test_last_job_reports_busy_then_idle_and_survives_a_restart(make_responder, 
     for key in ("last_time", "last_started", "last_finished"):
         assert again[key] == done[key]
     assert again["booted_at"] >= done["booted_at"]
-
-
-# Draining --------------------------------------------------------------------------------------------------
 
 
 def test_drain_refuses_new_jobs_and_finishes_running_and_queued_ones(make_responder, tmp_path):
@@ -138,9 +132,6 @@ def test_drain_survives_a_restart_of_the_service(responder):
     assert responder.request("POST", "/jobs", body={"script": "print(1)"}).status == 503
     assert responder.request("DELETE", "/drain").status == 200
     assert responder.submit("print(1)")["status"] == "succeeded"
-
-
-# Stopping itself -------------------------------------------------------------------------------------------
 
 
 def test_idle_box_drains_and_runs_the_shutdown_command_once(make_responder, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from server_responder.store import LocalResultStore
+from server_responder.results.local import LocalResultStore
 
 BUCKET = "results-bucket"
 STORE = f"s3://{BUCKET}/box"

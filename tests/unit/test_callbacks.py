@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from callback_receiver import CallbackReceiver
-from server_responder.callbacks import CompletionCallbacks, InvalidCallbackUrl, validate_callback_url
-from server_responder.jobs import Job
+from server_responder.jobs.callbacks import CompletionCallbacks, InvalidCallbackUrl, validate_callback_url
+from server_responder.jobs.record import Job
 from server_responder.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from server_responder.drain import DrainSwitch, current_boot_id
+from server_responder.lifecycle.drain import DrainSwitch, current_boot_id
 
 
 class Jobs:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from git_projects import GitProject, git
-from server_responder.git_repos import (
+from server_responder.projects.git import (
     Git, GitError, InvalidProject, InvalidRevision, Mirrors, parse_commits, validate_project, validate_revision,
 )
 

@@ -2,7 +2,7 @@
 
 import json
 
-from server_responder.idle import IdleClock, IdleStatus
+from server_responder.lifecycle.idle import IdleClock, IdleStatus
 
 
 def status(**changes):
@@ -58,6 +58,6 @@ def test_record_is_written_at_start_and_end_and_read_back(tmp_path):
 def test_unreadable_record_counts_as_no_job(tmp_path):
     path = tmp_path / "last_job.json"
     path.write_text('{"last_started": "yesterday"')
-    assert IdleClock(path).last_activity is None
+    assert IdleClock(path).status({}, False).last_activity is None
     path.write_text('{"last_started": true, "last_finished": "x"}')
-    assert IdleClock(path).last_activity is None
+    assert IdleClock(path).status({}, False).last_activity is None

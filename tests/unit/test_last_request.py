@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from server_responder.last_request import MAX_SHOWN_CHARS, REDACTED, RequestRecorder
+from server_responder.web.last_request import MAX_SHOWN_CHARS, REDACTED, RequestRecorder
 
 TOKEN = "tok-9f8e7d6c5b4a"
 

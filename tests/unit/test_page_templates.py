@@ -6,8 +6,8 @@ from importlib import resources
 
 import pytest
 
-from server_responder.pages import Markup, PageTemplate, escape, join, static_files, template
 from server_responder.web.pages import basic_credentials_match
+from server_responder.web.templates import Markup, PageTemplate, escape, join, static_files, template
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server_responder.project_config import ProjectConfigError, parse_deferred_server, procfile_web
+from server_responder.projects.config import ProjectConfigError, parse_deferred_server, procfile_web
 
 
 @pytest.mark.parametrize("text", ["churn\n", "bundle exec rake test", "make check && ./report.sh > out\n"])

@@ -3,9 +3,10 @@
 import threading
 from pathlib import Path
 
-from server_responder.project_jobs import Projects
+from server_responder.projects.executors import Projects
+from server_responder.results.local import LocalResultStore
+from server_responder.results.store import get_json
 from server_responder.settings import Settings
-from server_responder.store import LocalResultStore, get_json
 
 
 def test_concurrent_index_updates_lose_no_commit(tmp_path: Path):

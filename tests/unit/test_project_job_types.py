@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.job_requests import (
-    JOB_TYPES, PARSERS, RequestError, UnsupportedJobType, parse_job_request, parse_legacy_form,
-)
-from server_responder.project_job_types import register_project_job_types
+from server_responder.jobs.requests import parse_job_request, parse_legacy_form
+from server_responder.jobs.types import JobType, JobTypes, RequestError, UnsupportedJobType
+from server_responder.responder import job_types
 from server_responder.settings import Settings
 
 SHA = "c" * 40
@@ -16,12 +15,11 @@ SHA = "c" * 40
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    register_project_job_types()
     return Settings.from_mapping({"data_dir": str(tmp_path), "default_command": "churn --yaml"})
 
 
-def parse(body, settings):
-    return parse_job_request(body, settings, authorized=True)
+def parse(body, settings, types=None):
+    return parse_job_request(body, settings, types or job_types(settings), authorized=True)
 
 
 def test_command_job_with_defaults(settings):
@@ -93,7 +91,8 @@ def test_bad_project_request_fields_are_named(settings, body, field):
 
 def test_the_original_form_dispatches_to_the_project_job_types(settings):
     def form(payload, **fields):
-        return parse_legacy_form({"payload": json.dumps(payload), **fields}, settings, authorized=True)
+        return parse_legacy_form({"payload": json.dumps(payload), **fields}, settings, job_types(settings),
+                                 authorized=True)
 
     assert form({"project": "acme/widget", "project_request": "/hi"}).type == "project_request"
     command = form({"project": "acme/widget", "commit": SHA}, command="rake test")
@@ -105,8 +104,8 @@ def test_the_original_form_dispatches_to_the_project_job_types(settings):
     assert failure.value.field == "push"
 
 
-def test_a_known_type_without_a_parser_is_unsupported(settings, monkeypatch):
-    monkeypatch.setitem(JOB_TYPES, "future", {})
-    assert "future" not in PARSERS
+def test_a_known_type_without_a_parser_is_unsupported(settings):
+    types = JobTypes.of([*job_types(settings), JobType("future", (), None, None)])
+    assert not types.get("future").supported
     with pytest.raises(UnsupportedJobType):
-        parse({"type": "future"}, settings)
+        parse({"type": "future"}, settings, types)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from server_responder.reaper import (
+from server_responder.reaper.program import (
     KEEP, STOP, Poll, UnreachableLog, UsageError, judge, parse_overrides, valid_last_job,
 )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.runner import JobUser, job_environment, run_process
+from server_responder.jobs.runner import JobUser, job_environment, run_process
 
 
 def run(argv, tmp_path: Path, **limits):

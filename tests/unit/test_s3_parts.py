@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.cli_results import parse_age
-from server_responder.job_requests import RequestError, parse_job_request
-from server_responder.s3_store import S3Location
+from server_responder.cli.results import parse_age
+from server_responder.jobs.requests import parse_job_request
+from server_responder.jobs.types import RequestError
+from server_responder.responder import job_types
+from server_responder.results.s3 import S3Location
 from server_responder.settings import Settings, SettingsError
 
 
@@ -33,7 +35,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def script_request(settings, **fields):
-    return parse_job_request({"type": "script", "script": "print(1)", **fields}, settings, authorized=True)
+    return parse_job_request({"type": "script", "script": "print(1)", **fields}, settings, job_types(settings),
+                             authorized=True)
 
 
 def test_upload_urls_are_kept_in_the_job_spec(settings):
@@ -66,7 +69,7 @@ def test_signed_scripts_may_not_carry_upload_urls(tmp_path):
     body = {"type": "script", "script": "print(1)", "signature": "v1:00", "upload_urls": {"result": "https://x"}}
     settings = Settings.from_mapping({"data_dir": str(tmp_path), "code_secret": "secret"})
     with pytest.raises(RequestError) as raised:
-        parse_job_request(body, settings, authorized=False)
+        parse_job_request(body, settings, job_types(settings), authorized=False)
     assert raised.value.field == "upload_urls"
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.jobs import INTERRUPTED, QUEUED, RUNNING, Job
+from server_responder.jobs.record import INTERRUPTED, QUEUED, RUNNING, Job
+from server_responder.jobs.service import NotAccepting, QueueFull
 from server_responder.responder import Responder
-from server_responder.service import NotAccepting, QueueFull
+from server_responder.results.store import get_json
 from server_responder.settings import Settings
-from server_responder.store import get_json
 
 
 def make(tmp_path: Path, **settings) -> Responder:

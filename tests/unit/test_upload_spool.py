@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.keys import artifact_key
-from server_responder.store import LocalResultStore, StoreUnavailable, get_json, put_json
-from server_responder.upload_spool import SpooledStore, UploadSpool, UploadUrlStore, upload_targets
+from server_responder.results.keys import artifact_key
+from server_responder.results.local import LocalResultStore
+from server_responder.results.store import StoreUnavailable, get_json, put_json
+from server_responder.results.upload_spool import SpooledStore, UploadSpool, UploadUrlStore, upload_targets
 
 
 class SwitchableStore(LocalResultStore):
@@ -76,14 +77,14 @@ def test_a_put_while_the_store_is_down_stays_spooled_and_readable(tmp_path, remo
     assert remote.get("results/a") is None
     assert get_json(store, "results/a") == {"n": 1}
     assert [info.key for info in store.list("results/")] == ["results/a"]
-    spool.drain()
+    spool.deliver_due()
     assert spool.counts()["pending_uploads"] == 1
     remote.down = False
     clock.advance(59)
-    spool.drain()
+    spool.deliver_due()
     assert spool.counts()["pending_uploads"] == 1
     clock.advance(1)
-    spool.drain()
+    spool.deliver_due()
     assert get_json(remote, "results/a") == {"n": 1}
     assert spool.counts()["pending_uploads"] == 0
 
@@ -96,7 +97,7 @@ def test_uploads_are_delivered_oldest_first_and_the_newest_version_of_a_key_wins
     assert spool.counts()["pending_uploads"] == 3
     remote.down = False
     clock.advance(60)
-    spool.drain()
+    spool.deliver_due()
     assert remote.received == ["k/second", "k/first", "k/third"]
     assert get_json(remote, "k/first") == {"version": 2}
 
@@ -106,7 +107,7 @@ def test_while_the_store_fails_puts_are_only_spooled_and_retries_back_off(tmp_pa
     remote.down = True
     put_json(store, "a", 1)
     put_json(store, "b", 2)
-    spool.drain()
+    spool.deliver_due()
     # One attempt, then nothing until the retry time: no call per put or per drain.
     assert remote.calls == 1
     assert spool.counts()["pending_uploads"] == 2
@@ -122,7 +123,7 @@ def test_retries_back_off_doubling_up_to_the_maximum(tmp_path, remote, clock):
         while remote.calls == calls:
             clock.advance(1)
             waited += 1
-            spool.drain()
+            spool.deliver_due()
         waits.append(waited)
     assert waits == [2, 4, 8, 10, 10]
 
@@ -133,7 +134,7 @@ def test_a_new_spool_on_the_same_directory_delivers_what_an_earlier_run_left(tmp
     store.put("left/behind", b"bytes", "application/octet-stream")
     remote.down = False
     _, after_restart = spooled(tmp_path, remote)
-    after_restart.drain()
+    after_restart.deliver_due()
     stored = remote.get("left/behind")
     assert (stored.body, stored.content_type) == (b"bytes", "application/octet-stream")
 
@@ -143,7 +144,7 @@ def test_drain_never_raises_and_keeps_the_upload(tmp_path, remote, clock):
     remote.fault = RuntimeError("unexpected")
     store.put("kept", b"x", "text/plain")
     clock.advance(60)
-    spool.drain()
+    spool.deliver_due()
     assert remote.calls == 2
     assert spool.counts()["pending_uploads"] == 1
 
@@ -155,7 +156,7 @@ def test_an_unreadable_entry_is_set_aside_and_the_rest_delivered(tmp_path, remot
     (spool.directory / "store-broken.upload").write_bytes(b"not a header")
     remote.down = False
     clock.advance(60)
-    spool.drain()
+    spool.deliver_due()
     assert remote.get("good").body == b"x"
     assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 1}
 
@@ -165,9 +166,6 @@ def test_invalid_keys_are_refused_before_anything_is_written(tmp_path, remote):
     with pytest.raises(ValueError):
         store.put("../escape", b"x", "text/plain")
     assert not list(spool.directory.glob("*.upload"))
-
-
-# Presigned URLs ------------------------------------------------------------------------------------------
 
 
 class UploadTarget(http.server.ThreadingHTTPServer):
@@ -229,10 +227,10 @@ def test_a_url_that_fails_for_now_is_retried(tmp_path, target, clock):
     spool.add("jobs/two", b"{}", "application/json", url=target.url("/two"))
     assert spool.counts()["pending_uploads"] == 1
     target.status = 200
-    spool.drain()
+    spool.deliver_due()
     assert not target.received
     clock.advance(60)
-    spool.drain()
+    spool.deliver_due()
     assert "/two?X-Amz-Signature=abc" in target.received
     assert spool.counts()["pending_uploads"] == 0
 

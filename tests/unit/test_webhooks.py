@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.webhooks import (
+from server_responder.projects.github import (
     DeliveryError, DeliveryLog, delivery_payload, is_branch_deletion, push_spec, sign, signature_matches,
 )
 

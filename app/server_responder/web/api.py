@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from server_responder import __version__
-from server_responder.job_requests import (
-    JOB_TYPES, JobRequest, RequestError, Unauthorized, UnsupportedJobType, parse_job_request, parse_legacy_form,
-)
-from server_responder.jobs import Job
-from server_responder.keys import InvalidKey, validate_key
-from server_responder.last_request import RequestRecorder
+from server_responder.jobs.record import Job
+from server_responder.jobs.requests import parse_job_request, parse_legacy_form
+from server_responder.jobs.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.jobs.types import JobRequest, RequestError, Unauthorized, UnsupportedJobType
 from server_responder.responder import Responder
-from server_responder.service import JobNotFound, NotAccepting, QueueFull
-from server_responder.store import StoreUnavailable
+from server_responder.results.keys import InvalidKey, validate_key
+from server_responder.results.store import StoreUnavailable
 from server_responder.web.http import HttpError, Incoming, Response, Route
+from server_responder.web.last_request import RequestRecorder
+from server_responder.web.openapi import openapi_document
 
 MAX_WAIT_SECONDS = 600.0
 
@@ -42,7 +44,7 @@ class JobsApi:
         self._record(incoming)
         if incoming.content_type not in ("application/json", ""):
             raise HttpError(415, "unsupported_media_type", "Content-Type: must be application/json")
-        job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings,
+        job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings, self.responder.types,
                                                         authorized=incoming.has_token()))
         wait = incoming.number_param("wait", 0.0, MAX_WAIT_SECONDS)
         job = self._submit(job_request, incoming)
@@ -57,7 +59,8 @@ class JobsApi:
         authorized = incoming.has_token(form_token=fields.get("api_token"))
         if not authorized and not fields.get("signature"):
             raise HttpError(401, "unauthorized", "api_token or signature is required")
-        job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, authorized=authorized))
+        job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, self.responder.types,
+                                                              authorized=authorized))
         job = self._submit(job_request, incoming)
         job = self.jobs.wait(job.id, self.settings.sync_wait_seconds) or job
         summary = {"job_id": job.id, "status": job.status, "results_location": job.results_location}
@@ -70,13 +73,9 @@ class JobsApi:
             self.recorder.record(incoming)
 
     def _submit(self, job_request: JobRequest, incoming: Incoming) -> Job:
-        try:
+        with submission_errors():
             return self.jobs.submit(job_request.type, job_request.spec, job_request.results_location,
                                     request_id=incoming.request_id)
-        except QueueFull as error:
-            raise HttpError(429, "queue_full", str(error), headers={"Retry-After": "5"}) from None
-        except NotAccepting as error:
-            raise HttpError(503, "not_accepting", str(error), headers={"Retry-After": "60"}) from None
 
     def list_jobs(self, incoming: Incoming) -> dict[str, Any]:
         incoming.require_token()
@@ -103,18 +102,15 @@ class JobsApi:
             validate_key(key, "key")
         except InvalidKey as error:
             raise HttpError(400, "bad_request", str(error), field="key") from None
-        unavailable = None
         try:
-            stored = self.responder.store.get(key)
+            found = self.responder.results.find(key)
         except StoreUnavailable as error:
-            stored, unavailable = None, error
-        if stored is not None:
-            return Response(stored.body, content_type=stored.content_type)
-        pending = self.jobs.pending_for(key)
-        if pending is not None:
-            return Response({"not_complete": True, "status": pending.status, "job_id": pending.id}, status=202)
-        if unavailable is not None:
-            raise HttpError(503, "store_unavailable", str(unavailable), headers={"Retry-After": "30"})
+            raise HttpError(503, "store_unavailable", str(error), headers={"Retry-After": "30"}) from None
+        if found.stored is not None:
+            return Response(found.stored.body, content_type=found.stored.content_type)
+        if found.pending is not None:
+            return Response({"not_complete": True, "status": found.pending.status, "job_id": found.pending.id},
+                            status=202)
         raise HttpError(404, "not_found", f"no result at {key}")
 
 
@@ -141,12 +137,21 @@ class StatusApi:
                 **self.responder.counts()}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
-        return [{"type": name, "fields": fields} for name, fields in sorted(JOB_TYPES.items())]
+        return self.responder.types.index()
 
     def openapi(self, incoming: Incoming) -> dict[str, Any]:
-        from server_responder.web.openapi import openapi_document
+        return openapi_document(self._routes, self.responder.types)
 
-        return openapi_document(self._routes)
+
+@contextmanager
+def submission_errors() -> Iterator[None]:
+    """A job the service would not take, answered with when to try again."""
+    try:
+        yield
+    except QueueFull as error:
+        raise HttpError(429, "queue_full", str(error), headers={"Retry-After": "5"}) from None
+    except NotAccepting as error:
+        raise HttpError(503, "not_accepting", str(error), headers={"Retry-After": "60"}) from None
 
 
 def _parsed(parse):

@@ -8,12 +8,12 @@ import time
 import cherrypy
 from cherrypy.process.plugins import Monitor, SimplePlugin
 
-from server_responder.last_request import RequestRecorder
+from server_responder.lifecycle.idle_watch import IdleWatch
 from server_responder.responder import Responder
-from server_responder.self_stop import IdleWatch
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
+from server_responder.web.last_request import RequestRecorder
 from server_responder.web.lifecycle import LifecycleApi
 from server_responder.web.pages import PagesApi
 
@@ -71,11 +71,11 @@ class ResponderPlugin(SimplePlugin):
 class UploadPlugin(Monitor):
     """Delivers spooled uploads in the background, also those left by an earlier run.
 
-    `UploadSpool.drain` never raises: an exception would stop a CherryPy Monitor for good.
+    `UploadSpool.deliver_due` never raises: an exception would stop a CherryPy Monitor for good.
     """
 
     def __init__(self, bus, responder: Responder) -> None:
-        super().__init__(bus, responder.uploads.drain, frequency=responder.settings.upload_retry_seconds,
+        super().__init__(bus, responder.uploads.deliver_due, frequency=responder.settings.upload_retry_seconds,
                          name="upload-spool")
 
 

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from server_responder import webhooks
-from server_responder.service import NotAccepting, QueueFull
+from server_responder.projects import github
+from server_responder.responder import Responder
+from server_responder.web.api import submission_errors
 from server_responder.web.http import HttpError, Incoming, Response, Route
 
 
 class GitHubApi:
-    def __init__(self, responder: Any) -> None:
+    def __init__(self, responder: Responder) -> None:
         self.responder = responder
-        self._deliveries: webhooks.DeliveryLog | None = None
-
+        self.deliveries = responder.deliveries
     def routes(self) -> list[Route]:
         return [Route("POST", "/github", self.receive, "A GitHub webhook delivery (signed with github_secret)")]
-
-    @property
-    def deliveries(self) -> webhooks.DeliveryLog:
-        if self._deliveries is None:
-            self._deliveries = webhooks.DeliveryLog(self.responder.settings.data_dir / "github_deliveries")
-        return self._deliveries
 
     def receive(self, incoming: Incoming) -> Response | dict[str, Any]:
         secret = self.responder.settings.github_secret
@@ -29,7 +23,7 @@ class GitHubApi:
             # Without a secret nothing could be verified, so the route does not exist.
             raise HttpError(404, "not_found", f"no route for {incoming.path}")
         body = incoming.body
-        if not webhooks.signature_matches(secret.reveal(), body, incoming.headers.get("X-Hub-Signature-256")):
+        if not github.signature_matches(secret.reveal(), body, incoming.headers.get("X-Hub-Signature-256")):
             raise HttpError(401, "unauthorized", "X-Hub-Signature-256: missing, or not the HMAC-SHA256 of the body "
                                                  "with the webhook secret", field="X-Hub-Signature-256")
         event = incoming.headers.get("X-GitHub-Event", "")
@@ -40,37 +34,26 @@ class GitHubApi:
             raise HttpError(400, "bad_request", "X-GitHub-Delivery: must be a delivery GUID",
                             field="X-GitHub-Delivery")
         try:
-            payload = webhooks.delivery_payload(incoming.content_type, body)
-        except webhooks.DeliveryError as error:
+            payload = github.delivery_payload(incoming.content_type, body)
+        except github.DeliveryError as error:
             raise HttpError(400, "bad_request", str(error), field=error.field) from None
         if event == "ping":
             return {"pong": True, "zen": payload.get("zen"), "hook_id": payload.get("hook_id")}
         if event != "push":
             return Response({"ignored": True, "event": event, "detail": "only push events run jobs"}, status=202)
-        if webhooks.is_branch_deletion(payload):
+        if github.is_branch_deletion(payload):
             return Response({"ignored": True, "event": event, "detail": "a branch deletion has nothing to run"},
                             status=202)
         try:
-            spec = webhooks.push_spec(payload)
-        except webhooks.DeliveryError as error:
+            spec = github.push_spec(payload)
+        except github.DeliveryError as error:
             raise HttpError(400, "bad_request", str(error), field=error.field) from None
         spec["callback_url"] = None
         return self._start_once(spec, delivery, incoming.request_id)
 
     def _start_once(self, spec: dict[str, Any], delivery: str | None, request_id: str) -> Response:
-        jobs = self.responder.jobs
-        with self.deliveries.lock:
-            first = self.deliveries.job_for(delivery) if delivery else None
-            if first is not None:
-                job = jobs.get(first)
-                shown = job.resource() if job is not None else {"id": first}
-                return Response({**shown, "redelivery": True}, status=200, headers={"Location": f"/jobs/{first}"})
-            try:
-                job = jobs.submit("github_push", spec, request_id=request_id)
-            except QueueFull as error:
-                raise HttpError(429, "queue_full", str(error), headers={"Retry-After": "5"}) from None
-            except NotAccepting as error:
-                raise HttpError(503, "not_accepting", str(error), headers={"Retry-After": "60"}) from None
-            if delivery:
-                self.deliveries.record(delivery, job.id)
-        return Response({**job.resource(), "redelivery": False}, status=202, headers={"Location": f"/jobs/{job.id}"})
+        with submission_errors():
+            started = self.deliveries.start_once(spec, delivery, request_id)
+        shown = started.job.resource() if started.job is not None else {"id": started.job_id}
+        return Response({**shown, "redelivery": started.redelivery}, status=200 if started.redelivery else 202,
+                        headers={"Location": f"/jobs/{started.job_id}"})

@@ -225,6 +225,8 @@ class Router:
             raise HttpError(404, "not_found", f"no route for {incoming.path}")
         response = cherrypy.serving.response
         response.status = 204
+        # An empty answer has no media type; CherryPy would call it text/html.
+        response.headers.pop("Content-Type", None)
         response.headers["Allow"] = ", ".join(methods + ["OPTIONS"])
         if "Access-Control-Allow-Origin" in response.headers:
             response.headers["Access-Control-Allow-Methods"] = ", ".join(methods)

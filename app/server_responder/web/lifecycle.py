@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from server_responder.responder import Responder
 from server_responder.web.http import Incoming, Response, Route
 
 MAX_DRAIN_WAIT_SECONDS = 600.0
-DRAIN_POLL_SECONDS = 0.2
 
 
 class LifecycleApi:
@@ -27,11 +24,8 @@ class LifecycleApi:
         incoming.require_token()
         wait = incoming.number_param("wait", 0.0, MAX_DRAIN_WAIT_SECONDS)
         self.responder.drain.drain("api")
-        deadline = time.monotonic() + wait
+        self.responder.drain.wait_until_drained(wait)
         status = self.responder.idle_status()
-        while not status.drained and status.draining and time.monotonic() < deadline:
-            time.sleep(DRAIN_POLL_SECONDS)
-            status = self.responder.idle_status()
         return Response(status.document(), status=200 if status.drained else 202)
 
     def end_drain(self, incoming: Incoming) -> Response:

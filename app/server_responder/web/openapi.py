@@ -1,13 +1,17 @@
-"""The API described as OpenAPI 3.1; a test keeps it equal to the routes the app serves."""
+"""The API described as OpenAPI 3.1: paths from the route table, job request schemas from the job-type table."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from server_responder import __version__
+from server_responder.jobs.types import JobType, JobTypes
+from server_responder.web.http import Route
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _TOKEN = [{"bearer": []}]
+_KEY_PATTERN = "^[A-Za-z0-9._/-]{1,512}$"
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
@@ -22,191 +26,23 @@ def _op(summary: str, responses: dict[str, Any], *, security: list | None = None
     return operation
 
 
-_HTML_PAGE = {"200": {"description": "HTML page", "content": {"text/html": {}}}}
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{40}$"}}
-
-PATHS: dict[str, dict[str, Any]] = {
-    "/": {
-        "get": _op("What this responder is, its version, health and idle state", _HTML_PAGE),
-        "post": _op(
-            "Submit a job with the original form protocol (api_token or signature, payload, command)",
-            {"200": _json("FormResult", "The job finished within sync_wait_seconds"),
-             "202": _json("FormPending", "Still running; poll /jobs/{job_id}"),
-             "400": _ERROR, "401": _ERROR, "413": _ERROR, "429": _ERROR, "501": _ERROR, "503": _ERROR},
-            requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "required": ["payload"],
-                "properties": {"api_token": {"type": "string"}, "signature": {"type": "string"},
-                               "payload": {"type": "string", "description": "A JSON object as a string"},
-                               "command": {"type": "string"}}}}}},
-        ),
-    },
-    "/jobs": {
-        "post": _op(
-            "Submit a job: with the API token, or a signed script without it",
-            {"200": _json("Job", "The job finished within ?wait"), "202": _json("Job", "Accepted"),
-             "400": _ERROR, "401": _ERROR, "413": _ERROR, "415": _ERROR, "429": _ERROR, "501": _ERROR,
-             "503": _ERROR},
-            parameters=[{"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 600}}],
-            requestBody={"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
-            security=[{"bearer": []}, {}],
-        ),
-        "get": _op("Recent jobs", {"200": _json("JobList", "Newest first"), "401": _ERROR}, security=_TOKEN,
-                   parameters=[{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}}]),
-    },
-    "/jobs/{job_id}": {
-        "get": _op("One job; knowing its unguessable id is what allows reading it",
-                   {"200": _json("Job", "The job"), "404": _ERROR}, parameters=[_JOB_ID]),
-        "delete": _op("Cancel a queued or running job",
-                      {"200": _json("Job", "Cancelled"), "202": _json("Job", "Being stopped"), "401": _ERROR,
-                       "404": _ERROR}, security=_TOKEN, parameters=[_JOB_ID]),
-    },
-    "/results/{key}": {
-        "get": _op("A stored result document or artifact",
-                   {"200": {"description": "The stored object with its content type"},
-                    "202": _json("NotComplete", "A queued or running job will write this key"),
-                    "400": _ERROR, "401": _ERROR, "404": _ERROR,
-                    "503": _ERROR},
-                   security=_TOKEN,
-                   parameters=[{"name": "key", "in": "path", "required": True,
-                                "description": "A results key; may contain /",
-                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"}}]),
-    },
-    "/last_job": {
-        "get": _op("When the box last worked, and whether it is busy",
-                   {"200": _json("LastJob", "Idle state")}),
-    },
-    "/drain": {
-        "post": _op("Stop accepting jobs (503 with Retry-After) and let the queued and running ones finish",
-                    {"200": _json("LastJob", "Drained: nothing queued or running"),
-                     "202": _json("LastJob", "Draining: jobs still queued or running"), "400": _ERROR,
-                     "401": _ERROR},
-                    security=_TOKEN,
-                    parameters=[{"name": "wait", "in": "query", "description": "seconds to wait for the drain",
-                                 "schema": {"type": "number", "minimum": 0, "maximum": 600}}]),
-        "delete": _op("Accept jobs again", {"200": _json("LastJob", "Accepting"), "401": _ERROR},
-                      security=_TOKEN),
-    },
-    "/health": {"get": _op("Liveness and queue state", {"200": _json("Health", "Alive")})},
-    "/index": {"get": _op("Job types this responder runs, with their fields",
-                          {"200": {"description": "A list of job types",
-                                   "content": {"application/json": {"schema": {"type": "array"}}}}})},
-    "/example": {"get": _op("Example scripts, signed when the page is rendered, to run from the page", _HTML_PAGE)},
-    "/admin": {"get": _op("Recent jobs, the last request (credentials redacted), idle state and settings",
-                          {**_HTML_PAGE, "401": _ERROR, "404": _ERROR},
-                          description="HTTP basic auth, user `admin`, password `admin_pass`; 404 when no "
-                                      "admin_pass is configured.")},
-    "/static/{name}": {"get": _op("The pages' stylesheet, script and icon",
-                                  {"200": {"description": "The file", "content": {
-                                      "text/css": {}, "text/javascript": {}, "image/svg+xml": {}}},
-                                   "404": _ERROR},
-                                  parameters=[{"name": "name", "in": "path", "required": True,
-                                               "schema": {"type": "string"}}])},
-    "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3.1",
-                                                           "content": {"application/json": {}}}})},
-}
-
-_NULLABLE_STRING = {"type": ["string", "null"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error", "detail"],
-              "properties": {"error": {"type": "string"}, "detail": {"type": "string"},
-                             "field": {"type": "string"}}},
-    "JobRequest": {
-        "type": "object",
-        "properties": {
-            "type": {"type": "string", "default": "script"},
-            "language": {"type": "string", "default": "python"},
-            "script": {"type": "string"},
-            "results_location": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0},
-            "env": {"type": "object", "additionalProperties": {"type": "string"}},
-            "upload_urls": {"type": "object", "description": "Presigned PUT URLs the result and artifacts are "
-                            "also written to (from `server-responder presign`)",
-                            "properties": {"result": {"type": "string", "format": "uri"},
-                                           "artifacts": {"type": "object",
-                                                         "additionalProperties": {"type": "string",
-                                                                                  "format": "uri"}}},
-                            "additionalProperties": False},
-            "signature": {"type": "string", "description": "v1:<hex> from `server-responder sign`"},
-            "expires": {"type": ["integer", "null"]},
-        },
-        "additionalProperties": True,
-    },
-    "Job": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"}, "type": {"type": "string"},
-            "status": {"enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled",
-                                "interrupted"]},
-            "exit_status": {"type": ["integer", "null"]}, "signal": _NULLABLE_STRING,
-            "stdout": {"type": "string"}, "stderr": {"type": "string"}, "output": {"type": "string"},
-            "truncated": {"type": "boolean"}, "timed_out": {"type": "boolean"},
-            "created_at": {"type": "string"}, "started_at": _NULLABLE_STRING, "finished_at": _NULLABLE_STRING,
-            "duration_s": {"type": ["number", "null"]}, "results_location": {"type": "string"},
-            "artifacts": {"type": "array"}, "error": _NULLABLE_STRING,
-        },
-    },
-    "JobList": {"type": "object", "properties": {"jobs": {"type": "array"}, "queued_jobs": {"type": "integer"},
-                                                 "running_jobs": {"type": "integer"}}},
-    "FormResult": {"type": "object", "properties": {"results": {"type": "string"},
-                                                    "exit_status": {"type": ["integer", "null"]},
-                                                    "job_id": {"type": "string"}, "status": {"type": "string"},
-                                                    "results_location": {"type": "string"}}},
-    "FormPending": {"type": "object", "properties": {"not_complete": {"const": True}, "job_id": {"type": "string"},
-                                                     "status": {"type": "string"},
-                                                     "results_location": {"type": "string"}}},
-    "NotComplete": {"type": "object", "properties": {"not_complete": {"const": True}, "status": {"type": "string"},
-                                                     "job_id": {"type": "string"}}},
-    "LastJob": {"type": "object", "properties": {"last_time": _NULLABLE_STRING, "last_started": _NULLABLE_STRING,
-                                                 "last_finished": _NULLABLE_STRING, "booted_at": {"type": "string"},
-                                                 "running_jobs": {"type": "integer"},
-                                                 "queued_jobs": {"type": "integer"},
-                                                 "idle_seconds": {"type": "number", "minimum": 0,
-                                                                  "description": "0 while a job is queued or running"},
-                                                 "pending_uploads": {"type": "integer", "description":
-                                                                     "Results not yet in the store: the box "
-                                                                     "is kept up a while for them"},
-                                                 "draining": {"type": "boolean"},
-                                                 "drained": {"type": "boolean"}}},
-    "Health": {"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
-                                                "accepting": {"type": "boolean"},
-                                                "running_jobs": {"type": "integer"},
-                                                "queued_jobs": {"type": "integer"},
-                                                "pending_uploads": {"type": "integer", "description":
-                                                                    "Spooled results not yet delivered"},
-                                                "failed_uploads": {"type": "integer", "description":
-                                                                   "Uploads a presigned URL refused, kept "
-                                                                   "in the data dir"}}},
-}
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): _ERROR for status in statuses}
 
 
-# Project jobs: the fields of the command, project_request and github_push job types, and the webhook route.
-SCHEMAS["JobRequest"]["properties"].update({
-    "project": {"type": "string", "pattern": "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$",
-                "description": "owner/name, appended to repo_base_url"},
-    "command": {"type": "string", "description": "run through /bin/sh -c in the checkout"},
-    "commit": {"type": "string", "description": "a sha or ref, a comma-separated list, or history"},
-    "project_request": {"type": "string", "pattern": "^/", "description": "path sent to the project's web app"},
-    "request_method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"], "default": "POST"},
-    "request_body": {"type": "string"},
-    "request_content_type": {"type": "string", "default": "application/x-www-form-urlencoded"},
-    "push": {"type": "object", "description": "a GitHub push event payload (type github_push)"},
-    "callback_url": {"type": "string", "format": "uri", "description": "POSTed a Callback when the job ends"},
-})
-SCHEMAS["Callback"] = {
-    "type": "object",
-    "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
-                   "exit_status": {"type": ["integer", "null"]}, "project_key": _NULLABLE_STRING,
-                   "commit_key": _NULLABLE_STRING, "results_location": {"type": "string"},
-                   "commit_keys": {"type": "array", "items": {"type": "string"}}},
-}
-SCHEMAS["WebhookAnswer"] = {
-    "type": "object",
-    "properties": {"pong": {"const": True}, "zen": _NULLABLE_STRING, "ignored": {"type": "boolean"},
-                   "event": {"type": "string"}, "detail": {"type": "string"}, "redelivery": {"type": "boolean"},
-                   "id": {"type": "string"}, "status": {"type": "string"}},
-}
+def _object(properties: dict[str, Any], *, required: Iterable[str] | None = None,
+            closed: bool = True) -> dict[str, Any]:
+    """An object schema; `closed` ones list every property the service answers with, so drift fails the test."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "required": sorted(properties if required is None else required)}
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+_HTML_PAGE = {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_WAIT = {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 600}}
 _GITHUB_HEADERS = [
     {"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"},
      "description": "sha256=<hex HMAC-SHA256 of the raw body with github_secret>"},
@@ -214,13 +50,79 @@ _GITHUB_HEADERS = [
     {"name": "X-GitHub-Delivery", "in": "header", "schema": {"type": "string"},
      "description": "a redelivery of a known delivery returns the first job"},
 ]
-PATHS["/github"] = {
-    "post": _op(
+
+# Keyed as the route table names them; a route without an entry here fails to describe itself.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/"): _op("What this responder is, its version, health and idle state", _HTML_PAGE),
+    ("POST", "/"): _op(
+        "Submit a job with the original form protocol (api_token or signature, payload, command)",
+        {"200": _json("FormResult", "The job finished within sync_wait_seconds"),
+         "202": _json("FormPending", "Still running; poll /jobs/{job_id}"),
+         **_errors(400, 401, 413, 429, 501, 503)},
+        requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "required": ["payload"],
+            "properties": {"api_token": {"type": "string"}, "signature": {"type": "string"},
+                           "payload": {"type": "string", "description": "A JSON object as a string"},
+                           "command": {"type": "string"}}}}}},
+    ),
+    ("POST", "/jobs"): _op(
+        "Submit a job: with the API token, or a signed script without it",
+        {"200": _json("Job", "The job finished within ?wait"), "202": _json("Job", "Accepted"),
+         **_errors(400, 401, 413, 415, 429, 501, 503)},
+        parameters=[_WAIT],
+        requestBody={"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+        security=[{"bearer": []}, {}],
+    ),
+    ("GET", "/jobs"): _op("Recent jobs", {"200": _json("JobList", "Newest first"), **_errors(400, 401)},
+                          security=_TOKEN,
+                          parameters=[{"name": "limit", "in": "query", "description": "how many jobs (default 50)",
+                                       "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}]),
+    ("GET", "/jobs/{job_id}"): _op("One job; knowing its unguessable id is what allows reading it",
+                                   {"200": _json("Job", "The job"), **_errors(404)}, parameters=[_JOB_ID]),
+    ("DELETE", "/jobs/{job_id}"): _op("Cancel a queued or running job",
+                                      {"200": _json("Job", "Cancelled"), "202": _json("Job", "Being stopped"),
+                                       **_errors(401, 404)}, security=_TOKEN, parameters=[_JOB_ID]),
+    ("GET", "/results/{key}"): _op(
+        "A stored result document or artifact",
+        {"200": {"description": "The stored object with its content type", "content": {"*/*": {}}},
+         "202": _json("NotComplete", "A queued or running job will write this key"),
+         **_errors(400, 401, 404, 503)},
+        security=_TOKEN,
+        parameters=[{"name": "key", "in": "path", "required": True, "description": "A results key; may contain /",
+                     "schema": {"type": "string", "pattern": _KEY_PATTERN}}]),
+    ("GET", "/last_job"): _op("When the box last worked, and whether it is busy",
+                              {"200": _json("LastJob", "Idle state")}),
+    ("POST", "/drain"): _op("Stop accepting jobs (503 with Retry-After) and let the queued and running ones finish",
+                            {"200": _json("LastJob", "Drained: nothing queued or running"),
+                             "202": _json("LastJob", "Draining: jobs still queued or running"),
+                             **_errors(400, 401)},
+                            security=_TOKEN,
+                            parameters=[{**_WAIT, "description": "seconds to wait for the drain"}]),
+    ("DELETE", "/drain"): _op("Accept jobs again", {"200": _json("LastJob", "Accepting"), **_errors(401)},
+                              security=_TOKEN),
+    ("GET", "/health"): _op("Liveness and queue state", {"200": _json("Health", "Alive")}),
+    ("GET", "/index"): _op("Job types this responder runs, with their fields", {"200": _json("Index", "Job types")}),
+    ("GET", "/openapi.json"): _op("This document", {"200": {"description": "OpenAPI 3.1",
+                                                            "content": {"application/json": {
+                                                                "schema": {"type": "object"}}}}}),
+    ("GET", "/example"): _op("Example scripts, signed when the page is rendered, to run from the page", _HTML_PAGE),
+    ("GET", "/admin"): _op("Recent jobs, the last request (credentials redacted), idle state and settings",
+                           {**_HTML_PAGE, **_errors(401, 404)},
+                           description="HTTP basic auth, user `admin`, password `admin_pass`; 404 when no "
+                                       "admin_pass is configured."),
+    ("GET", "/static/{name}"): _op("The pages' stylesheet, script and icon",
+                                   {"200": {"description": "The file", "content": {
+                                       "text/css": {}, "text/javascript": {}, "image/svg+xml": {}}},
+                                    **_errors(404)},
+                                   parameters=[{"name": "name", "in": "path", "required": True,
+                                                "schema": {"type": "string"}}]),
+    ("POST", "/github"): _op(
         "A GitHub webhook delivery: ping answered, push runs .deferred_server at the pushed commit, others ignored; "
         "404 when no github_secret is set",
         {"200": _json("WebhookAnswer", "ping answered, or a redelivery: the job the first delivery started"),
          "202": _json("WebhookAnswer", "push accepted (the job), or the event or branch deletion ignored"),
-         "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "429": _ERROR, "503": _ERROR},
+         **_errors(400, 401, 404, 413, 429, 503)},
         parameters=_GITHUB_HEADERS,
         requestBody={"required": True, "content": {
             "application/json": {"schema": {"type": "object"}},
@@ -229,17 +131,104 @@ PATHS["/github"] = {
     ),
 }
 
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_NULLABLE_INTEGER = {"type": ["integer", "null"]}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_STATUS = {"enum": ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "interrupted"]}
+_JOB_PROPERTIES = {
+    "id": {"type": "string"}, "type": {"type": "string"}, "status": _STATUS,
+    "results_location": {"type": "string"}, "language": _NULLABLE_STRING,
+    "created_at": {"type": "string"}, "started_at": _NULLABLE_STRING, "finished_at": _NULLABLE_STRING,
+    "duration_s": _NULLABLE_NUMBER, "exit_status": _NULLABLE_INTEGER, "signal": _NULLABLE_STRING,
+    "cmd_run": _NULLABLE_STRING, "stdout": {"type": "string"}, "stderr": {"type": "string"},
+    "output": {"type": "string"}, "truncated": {"type": "boolean"}, "timed_out": {"type": "boolean"},
+    "artifacts": {"type": "array", "items": {"type": "object"}}, "error": _NULLABLE_STRING,
+    "details": {"type": "object", "description": "what the job type adds: project, commit keys, runs, response"},
+    "request_id": _NULLABLE_STRING,
+}
+_COUNTS = {"running_jobs": {"type": "integer", "minimum": 0}, "queued_jobs": {"type": "integer", "minimum": 0}}
+_UPLOAD_COUNTS = {
+    "pending_uploads": {"type": "integer", "description": "Spooled results not yet delivered"},
+    "failed_uploads": {"type": "integer", "description": "Uploads a presigned URL refused, kept in the data dir"},
+}
+_SUMMARY_KEYS = ("id", "type", "status", "exit_status", "created_at", "started_at", "finished_at", "duration_s",
+                 "results_location")
 
-def openapi_document(routes: object = None) -> dict[str, Any]:
+SCHEMAS: dict[str, Any] = {
+    "Error": _object({"error": {"type": "string"}, "detail": {"type": "string"}, "field": {"type": "string"},
+                      "type": {"type": "string", "description": "the job type a 501 is about"}},
+                     required=["error", "detail"]),
+    "Job": _object(_JOB_PROPERTIES),
+    "JobSummary": _object({key: _JOB_PROPERTIES[key] for key in _SUMMARY_KEYS}),
+    "JobList": _object({"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/JobSummary"}},
+                        **_COUNTS}),
+    "FormResult": _object({"results": {"type": "string"}, "exit_status": _NULLABLE_INTEGER,
+                           "job_id": {"type": "string"}, "status": _STATUS, "results_location": {"type": "string"}}),
+    "FormPending": _object({"not_complete": {"const": True}, "job_id": {"type": "string"}, "status": _STATUS,
+                            "results_location": {"type": "string"}}),
+    "NotComplete": _object({"not_complete": {"const": True}, "status": _STATUS, "job_id": {"type": "string"}}),
+    "LastJob": _object({"last_time": _NULLABLE_STRING, "last_started": _NULLABLE_STRING,
+                        "last_finished": _NULLABLE_STRING, "booted_at": {"type": "string"}, **_COUNTS,
+                        "idle_seconds": {"type": "number", "minimum": 0,
+                                         "description": "0 while a job is queued or running"},
+                        "pending_uploads": {"type": "integer", "description": "Results not yet in the store: the "
+                                                                              "box is kept up a while for them"},
+                        "draining": {"type": "boolean"}, "drained": {"type": "boolean"}}),
+    "Health": _object({"status": {"const": "ok"}, "version": {"type": "string"}, "accepting": {"type": "boolean"},
+                       **_COUNTS, **_UPLOAD_COUNTS}, required=["status", "version", "accepting", *_COUNTS]),
+    "Index": {"type": "array", "items": _object({
+        "type": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "each field of the job type's request, described"}})},
+    "Callback": _object({"job_id": {"type": "string"}, "status": _STATUS, "exit_status": _NULLABLE_INTEGER,
+                         "project_key": _NULLABLE_STRING, "commit_key": _NULLABLE_STRING,
+                         "results_location": {"type": "string"},
+                         "commit_keys": {"type": "array", "items": {"type": "string"}}},
+                        required=["job_id", "status", "exit_status", "project_key", "commit_key",
+                                  "results_location"]),
+    "WebhookAnswer": {"anyOf": [
+        _object({"pong": {"const": True}, "zen": _NULLABLE_STRING, "hook_id": _NULLABLE_INTEGER}),
+        _object({"ignored": {"const": True}, "event": {"type": "string"}, "detail": {"type": "string"}}),
+        _object({**_JOB_PROPERTIES, "redelivery": {"type": "boolean"}}),
+        _object({"id": {"type": "string"}, "redelivery": {"const": True}}),
+    ]},
+}
+
+
+def job_request_schema(entry: JobType) -> dict[str, Any]:
+    """One job type's request body, from its entry in the job-type table."""
+    properties: dict[str, Any] = {"type": {"const": entry.name}}
+    for request_field in entry.fields:
+        properties[request_field.name] = {**request_field.schema, "description": request_field.description}
+    required = [request_field.name for request_field in entry.fields if request_field.required]
+    if entry.name != "script":
+        # Only a script may leave `type` out.
+        required.insert(0, "type")
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+def _schema_name(job_type: str) -> str:
+    return "".join(part.capitalize() for part in job_type.split("_")) + "JobRequest"
+
+
+def openapi_document(routes: Iterable[Route], types: JobTypes) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        path = route.pattern.replace(":path}", "}")
+        paths.setdefault(path, {})[route.method.lower()] = OPERATIONS[(route.method, path)]
+    request_schemas = {_schema_name(entry.name): job_request_schema(entry) for entry in types}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Server Responder", "version": __version__,
                  "description": "Runs jobs when asked over HTTP and reports what happened."},
-        "paths": PATHS,
+        "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {
+                **SCHEMAS, **request_schemas,
+                "JobRequest": {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in request_schemas]},
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {"Error": {"description": "An error naming what is wrong",
-                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "responses": {"Error": {"description": "An error naming what is wrong", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
         },
     }

@@ -13,13 +13,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from server_responder import __version__
-from server_responder.jobs import FINISHED, SUCCEEDED, Job
-from server_responder.last_request import RecordedRequest, RequestRecorder
-from server_responder.pages import Markup, PageTemplate, join, static_files, template
+from server_responder.jobs.record import FINISHED, SUCCEEDED, Job
 from server_responder.responder import Responder
 from server_responder.signing import sign_script
 from server_responder.web.api import StatusApi
 from server_responder.web.http import HttpError, Incoming, Response, Route
+from server_responder.web.last_request import RecordedRequest, RequestRecorder
+from server_responder.web.templates import Markup, PageTemplate, join, static_files, template
 
 log = logging.getLogger("server_responder.web")
 

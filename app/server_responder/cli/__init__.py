@@ -1,0 +1,38 @@
+"""The `server-responder` command: serve, config, sign, submit, reap, cat, prune, presign."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from server_responder import __version__
+from server_responder.cli import jobs, reap, results, serve
+from server_responder.cli.common import Command
+from server_responder.settings import SettingsError
+
+COMMANDS: tuple[Command, ...] = (*serve.COMMANDS, *jobs.COMMANDS, *reap.COMMANDS, *results.COMMANDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server-responder", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.configure(subcommands.add_parser(command.name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    function = next(command.run for command in COMMANDS if command.name == args.subcommand)
+    try:
+        return function(args)
+    except SettingsError as error:
+        print(f"server-responder: invalid settings: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"server-responder {args.subcommand}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

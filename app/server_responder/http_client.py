@@ -1,0 +1,92 @@
+"""The one HTTP client for what the service and the CLI send: urllib3 with its `Retry`, certificates checked here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util.retry import Retry
+
+from server_responder import __version__
+
+USER_AGENT = f"server-responder/{__version__}"
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+# Called before each retry with the failed answer's status (None when no answer came) and the reason.
+RetryListener = Callable[[int, int | None, str | None], None]
+
+
+class HttpFailure(OSError):
+    """No answer at all: the connection, TLS or the timeout failed (after any retries)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _ListenedRetry(Retry):
+    """urllib3's Retry, telling a listener about each attempt that is retried."""
+
+    def __init__(self, *args: Any, listener: RetryListener | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listener = listener
+
+    def new(self, **kw: Any) -> _ListenedRetry:
+        retry = super().new(**kw)
+        retry.listener = self.listener
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if self.listener is not None:
+            self.listener(len(retry.history), response.status if response is not None else None,
+                          type(error).__name__ if error is not None else None)
+        return retry
+
+
+class HttpClient:
+    """Requests with a timeout, optional retries of errors and 5xx answers with exponential backoff."""
+
+    def __init__(self, *, timeout: float = 10.0, verify_certificates: bool = True) -> None:
+        self.timeout = timeout
+        # The one place certificate checking is decided.
+        self._pool = urllib3.PoolManager(maxsize=16,
+                                         cert_reqs="CERT_REQUIRED" if verify_certificates else "CERT_NONE",
+                                         assert_hostname=None if verify_certificates else False)
+
+    def request(self, method: str, url: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+                attempts: int = 1, backoff: float = 0.0, on_retry: RetryListener | None = None,
+                limit: int = MAX_ANSWER_BYTES) -> Answer:
+        retries = _ListenedRetry(total=attempts - 1, connect=None, read=None, redirect=0, status=None,
+                                 allowed_methods=None, status_forcelist=range(500, 600), backoff_factor=backoff,
+                                 raise_on_status=False, raise_on_redirect=False, respect_retry_after_header=False,
+                                 listener=on_retry)
+        try:
+            response = self._pool.request(method, url, body=body,
+                                          headers={"User-Agent": USER_AGENT, **(headers or {})},
+                                          timeout=self.timeout, retries=retries, redirect=False,
+                                          preload_content=False)
+            try:
+                data = response.read(limit)
+            finally:
+                response.release_conn()
+        except Urllib3Error as error:
+            cause = getattr(error, "reason", None) or error
+            raise HttpFailure(f"{type(cause).__name__}: {cause}") from None
+        return Answer(response.status, data, dict(response.headers))
+
+    def json(self, method: str, url: str, document: Any = None, *, headers: Mapping[str, str] | None = None,
+             **options: Any) -> Answer:
+        body = json.dumps(document).encode() if document is not None else None
+        return self.request(method, url, body=body, headers={"Content-Type": "application/json", **(headers or {})},
+                            **options)

@@ -1,0 +1,252 @@
+"""Turning what a caller sent into a validated job: every field checked, every mistake named."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from urllib.parse import urlsplit
+from collections.abc import Mapping
+from typing import Any
+
+from server_responder import signing
+from server_responder.jobs.types import (
+    JobRequest, JobTypes, RequestError, RequestField, Unauthorized, refuse_unknown,
+)
+from server_responder.results.keys import InvalidKey, validate_key
+from server_responder.settings import Settings
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_ENV_ENTRIES = 100
+
+
+_STRING = {"type": "string"}
+SCRIPT_FIELDS = (
+    RequestField("script", _STRING, "the script's source (required)", required=True),
+    RequestField("language", {"type": "string", "default": "python"},
+                 "an interpreter name from `languages` (default python)"),
+    RequestField("results_location", {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,512}$"},
+                 "store key for the result document (default results/<job id>)"),
+    RequestField("timeout", {"type": "number", "exclusiveMinimum": 0},
+                 "seconds before the job is killed (default default_timeout, at most max_timeout)"),
+    RequestField("env", {"type": "object", "additionalProperties": {"type": "string"}},
+                 "extra environment variables for the job (token only)"),
+    RequestField("upload_urls", {"type": "object", "properties": {
+                     "result": {"type": "string", "format": "uri"},
+                     "artifacts": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}}},
+                     "additionalProperties": False},
+                 "presigned PUT URLs the result and artifacts are also written to: "
+                 "{\"result\": url, \"artifacts\": {name: url}} (token only; see `server-responder presign`)"),
+    RequestField("signature", _STRING, "v1 signature instead of a token (see `server-responder sign`)"),
+    RequestField("expires", {"type": ["integer", "null"]}, "Unix time the signature expires, as signed"),
+)
+
+
+def parse_job_request(body: Any, settings: Settings, types: JobTypes, *, authorized: bool) -> JobRequest:
+    """Validate a JSON job request; `authorized` is whether the caller presented the API token."""
+    if not isinstance(body, Mapping):
+        raise RequestError("body", "must be a JSON object")
+    job_type = body.get("type", "script")
+    if not isinstance(job_type, str):
+        raise RequestError("type", "must be a string")
+    if not authorized:
+        if body.get("signature") is None:
+            raise Unauthorized("an API token or a signature is required")
+        entry = types.get(job_type)
+        if entry is None or not entry.signable:
+            raise Unauthorized("only script jobs may be signed; other job types need the API token")
+        return parse_signed_script(body, settings)
+    if job_type not in types:
+        raise RequestError("type", f"unknown job type {job_type!r}; one of {', '.join(types.names())}")
+    return types.parse(job_type, body, settings)
+
+
+def parse_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
+    refuse_unknown(body, SCRIPT_FIELDS)
+    spec = {
+        "language": language_field(body, settings),
+        "script": script_field(body),
+        "timeout": timeout_field(body, settings),
+        "env": env_field(body),
+    }
+    upload_urls = upload_urls_field(body)
+    if upload_urls:
+        spec["upload_urls"] = upload_urls
+    return JobRequest("script", spec, location_field(body))
+
+
+
+def parse_signed_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
+    """A script a public page may run: exactly as signed, with the default limits and no env."""
+    if settings.code_secret is None:
+        raise Unauthorized("signed scripts are disabled: no code_secret is configured")
+    for field in ("env", "timeout", "upload_urls"):
+        if body.get(field) is not None:
+            raise RequestError(field, "is not allowed on a signed script; it needs the API token")
+    refuse_unknown(body, SCRIPT_FIELDS)
+    language = language_field(body, settings)
+    script = script_field(body)
+    location = location_field(body)
+    try:
+        signing.verify_script(settings.code_secret.reveal(), body.get("signature"), script, language, location,
+                              body.get("expires"))
+    except signing.SignatureError as error:
+        raise Unauthorized(str(error)) from None
+    spec = {"language": language, "script": script, "timeout": settings.default_timeout, "env": {}, "signed": True}
+    return JobRequest("script", spec, location)
+
+
+def parse_legacy_form(params: Mapping[str, Any], settings: Settings, types: JobTypes, *,
+                      authorized: bool) -> JobRequest:
+    """The original `POST /` form: `payload` (a JSON string) with `api_token` or `signature`, optional `command`."""
+    raw = params.get("payload")
+    if not isinstance(raw, str) or not raw.strip():
+        raise RequestError("payload", "is required: a JSON object as a string")
+    try:
+        payload = json.loads(raw)
+    except ValueError as error:
+        raise RequestError("payload", f"is not valid JSON: {error.msg} at position {error.pos}") from None
+    if not isinstance(payload, dict):
+        raise RequestError("payload", "must be a JSON object")
+    command = params.get("command")
+    if command is not None and not isinstance(command, str):
+        raise RequestError("command", "must be a string")
+
+    if "script_payload" in payload:
+        fields = {
+            "type": "script",
+            "script": payload.get("script_payload"),
+            "language": payload.get("language", settings.legacy_script_language),
+            "results_location": payload.get("results_location"),
+            "expires": payload.get("expires"),
+            "signature": params.get("signature"),
+        }
+        if authorized:
+            fields.pop("signature")
+            fields.pop("expires")
+            return parse_script({k: v for k, v in fields.items() if v is not None}, settings)
+        signature = params.get("signature")
+        if isinstance(signature, str) and not signature.startswith(signing.SIGNATURE_PREFIX):
+            return _legacy_signed_script(fields, settings)
+        return parse_signed_script(fields, settings)
+
+    if not authorized:
+        raise Unauthorized("an API token is required for project jobs")
+    if "project" in payload and payload.get("project_request") is not None:
+        return types.parse("project_request", {**payload, "type": "project_request"}, settings)
+    if "project" in payload and (command is not None or payload.get("command") is not None):
+        fields = {**payload, "type": "command"}
+        if command is not None:
+            fields["command"] = command
+        return types.parse("command", fields, settings)
+    return types.parse("github_push", {"type": "github_push", "push": payload}, settings)
+
+
+def _legacy_signed_script(fields: Mapping[str, Any], settings: Settings) -> JobRequest:
+    if not settings.accept_legacy_signatures:
+        raise Unauthorized("legacy signatures are not accepted (accept_legacy_signatures = false)")
+    if settings.code_secret is None:
+        raise Unauthorized("signed scripts are disabled: no code_secret is configured")
+    script = script_field(fields)
+    try:
+        signing.verify_legacy(settings.code_secret.reveal(), fields.get("signature"), script)
+    except signing.SignatureError as error:
+        raise Unauthorized(str(error)) from None
+    spec = {"language": language_field(fields, settings), "script": script, "timeout": settings.default_timeout,
+            "env": {}, "signed": True}
+    return JobRequest("script", spec, location_field(fields))
+
+
+def language_field(body: Mapping[str, Any], settings: Settings) -> str:
+    language = body.get("language", "python")
+    if not isinstance(language, str) or language not in settings.languages:
+        available = ", ".join(sorted(settings.languages))
+        raise RequestError("language", f"{language!r} is not available; available: {available}")
+    return language
+
+
+def script_field(body: Mapping[str, Any]) -> str:
+    script = body.get("script")
+    if not isinstance(script, str) or not script.strip():
+        raise RequestError("script", "is required: the script's source as a non-empty string")
+    if "\x00" in script:
+        raise RequestError("script", "must not contain NUL characters")
+    return script
+
+
+def location_field(body: Mapping[str, Any]) -> str | None:
+    location = body.get("results_location")
+    if location is None:
+        return None
+    try:
+        return validate_key(location, "results_location")
+    except InvalidKey as error:
+        raise RequestError("results_location", str(error).removeprefix("results_location ")) from None
+
+
+def timeout_field(body: Mapping[str, Any], settings: Settings) -> float:
+    timeout = body.get("timeout")
+    if timeout is None:
+        return settings.default_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout):
+        raise RequestError("timeout", "must be a number of seconds")
+    if not 0 < timeout <= settings.max_timeout:
+        raise RequestError("timeout", f"must be more than 0 and at most {settings.max_timeout:g} seconds")
+    return float(timeout)
+
+
+def env_field(body: Mapping[str, Any]) -> dict[str, str]:
+    env = body.get("env")
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise RequestError("env", "must be an object of NAME: value strings")
+    if len(env) > MAX_ENV_ENTRIES:
+        raise RequestError("env", f"at most {MAX_ENV_ENTRIES} variables")
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise RequestError("env", f"{name!r} is not a valid variable name")
+        if not isinstance(value, str) or "\x00" in value:
+            raise RequestError("env", f"{name} must be a string without NUL characters")
+    return dict(env)
+
+
+MAX_UPLOAD_URLS = 200
+MAX_URL_LENGTH = 8192
+
+
+def upload_urls_field(body: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"result": url, "artifacts": {name: url}}`: where the box PUTs its result and named artifacts."""
+    upload_urls = body.get("upload_urls")
+    if upload_urls is None:
+        return {}
+    if not isinstance(upload_urls, Mapping):
+        raise RequestError("upload_urls", 'must be an object: {"result": url, "artifacts": {name: url}}')
+    unknown = sorted(set(upload_urls) - {"result", "artifacts"})
+    if unknown:
+        raise RequestError("upload_urls", f"{unknown[0]!r} is not a field; fields: artifacts, result")
+    checked: dict[str, Any] = {}
+    if upload_urls.get("result") is not None:
+        checked["result"] = _upload_url(upload_urls["result"], "upload_urls.result")
+    artifacts = upload_urls.get("artifacts")
+    if artifacts is not None:
+        if not isinstance(artifacts, Mapping):
+            raise RequestError("upload_urls.artifacts", "must be an object of artifact name: URL")
+        if len(artifacts) > MAX_UPLOAD_URLS:
+            raise RequestError("upload_urls.artifacts", f"at most {MAX_UPLOAD_URLS} artifacts")
+        checked["artifacts"] = {}
+        for name, url in artifacts.items():
+            try:
+                validate_key(name, "artifact name")
+            except InvalidKey as error:
+                raise RequestError("upload_urls.artifacts", str(error)) from None
+            checked["artifacts"][name] = _upload_url(url, f"upload_urls.artifacts.{name}")
+    return checked
+
+
+def _upload_url(url: Any, field: str) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not urlsplit(url).netloc:
+        raise RequestError(field, "must be an http or https URL")
+    if len(url) > MAX_URL_LENGTH or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise RequestError(field, f"must be a URL of at most {MAX_URL_LENGTH} characters without spaces")
+    return url

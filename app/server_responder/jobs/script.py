@@ -1,0 +1,30 @@
+"""Script jobs: a script handed to its language's interpreter through a file."""
+
+from __future__ import annotations
+
+import shlex
+
+from server_responder.jobs.executor import JobContext, JobOutcome
+from server_responder.jobs.requests import SCRIPT_FIELDS, parse_script
+from server_responder.jobs.types import JobType
+from server_responder.results.artifacts import store_artifacts
+
+SCRIPT_SUFFIXES = {"python": ".py", "ruby": ".rb", "node": ".js", "bash": ".sh", "sh": ".sh"}
+
+
+class ScriptExecutor:
+    def execute(self, context: JobContext) -> JobOutcome:
+        language = context.spec["language"]
+        interpreter = context.settings.languages[language]
+        script_path = context.workspace / f"script{SCRIPT_SUFFIXES.get(language, '')}"
+        script_path.write_text(context.spec["script"])
+        script_path.chmod(0o640)
+        process = context.run([*interpreter, script_path.name])
+        artifacts = store_artifacts(context.workspace / "artifacts", context.results_location, context.store,
+                                    context.settings.artifact_limit_bytes)
+        return JobOutcome.of_process(process, cmd_run=shlex.join([*interpreter, script_path.name]),
+                                     artifacts=tuple(artifacts))
+
+
+def script_job_type() -> JobType:
+    return JobType("script", SCRIPT_FIELDS, parse_script, ScriptExecutor(), signable=True)

@@ -1,0 +1,353 @@
+"""The job service: accepts jobs, keeps them in the spool, runs them on a bounded pool of workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from server_responder.jobs.executor import JobContext, JobOutcome
+from server_responder.jobs.record import (
+    CANCELLED, INTERRUPTED, QUEUED, RUNNING, Job, JobSpool, job_status, new_job_id, utc_now,
+)
+from server_responder.jobs.runner import JobUser
+from server_responder.jobs.types import JobTypes
+from server_responder.lifecycle.idle import IdleClock
+from server_responder.results.keys import default_location
+from server_responder.results.store import ResultStore, put_json
+from server_responder.results.upload_spool import UploadSpool, UploadUrlStore, upload_targets
+from server_responder.settings import Settings
+
+log = logging.getLogger("server_responder.jobs")
+
+
+class QueueFull(RuntimeError):
+    """Every queue slot is taken; the caller should retry later."""
+
+
+class NotAccepting(RuntimeError):
+    """The service is draining or stopping and takes no new jobs."""
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: ResultStore, clock: IdleClock,
+                 types: JobTypes, uploads: UploadSpool | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.uploads = uploads or UploadSpool(settings.data_dir / "uploads", None,
+                                              retry_seconds=settings.upload_retry_seconds,
+                                              retry_max_seconds=settings.upload_retry_max_seconds)
+        self.clock = clock
+        self.types = types
+        self.spool = JobSpool(settings.data_dir / "jobs")
+        self.run_as = JobUser.named(settings.job_user) if settings.job_user else None
+        self._queue: deque[Job] = deque()
+        self._active: dict[str, Job] = {}
+        self._cancels: dict[str, threading.Event] = {}
+        self._pending_keys: dict[str, tuple[str, ...]] = {}
+        self._condition = threading.Condition()
+        self._workers: list[threading.Thread] = []
+        self._accepting = False
+        self._stopping = False
+        self._finished_listeners: list[Callable[[Job], None]] = []
+        self._spooled = 0
+
+    def start(self) -> None:
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self._recover()
+        self._stopping = False
+        self._accepting = True
+        self._workers = [
+            threading.Thread(target=self._work, name=f"job-worker-{n}", daemon=True)
+            for n in range(self.settings.workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking jobs, interrupt running ones (queued ones stay spooled) and wait for the workers."""
+        with self._condition:
+            self._accepting = False
+            self._stopping = True
+            for event in self._cancels.values():
+                event.set()
+            self._condition.notify_all()
+        wait = timeout if timeout is not None else self.settings.kill_grace_seconds + 5
+        for worker in self._workers:
+            worker.join(wait)
+        self._workers = []
+
+    def on_finished(self, listener: Callable[[Job], None]) -> None:
+        self._finished_listeners.append(listener)
+
+    def set_accepting(self, accepting: bool) -> None:
+        with self._condition:
+            self._accepting = accepting and not self._stopping
+            self._condition.notify_all()
+
+    def wait_for_no_jobs(self, timeout: float) -> None:
+        """Until nothing is queued or running, jobs are accepted again, or `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._active and not self._accepting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._condition.wait(remaining)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def _recover(self) -> None:
+        self._spooled = self.spool.count()
+        for job in self.spool.load_all():
+            if job.status == RUNNING:
+                job.status = INTERRUPTED
+                job.error = "the service stopped while this job was running"
+                job.finished_at = utc_now()
+                self._publish(job)
+                self.spool.save(job)
+                log.warning("job interrupted", extra={"event": "job.interrupted", "job_id": job.id, "type": job.type})
+            elif job.status == QUEUED:
+                self._queue.append(job)
+                self._active[job.id] = job
+                log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
+
+    def submit(self, job_type: str, spec: dict[str, Any], results_location: str | None = None,
+               request_id: str | None = None) -> Job:
+        if self.types.executor(job_type) is None:
+            raise ValueError(f"no executor for job type {job_type!r}")
+        job_id = new_job_id()
+        job = Job(id=job_id, type=job_type, spec=spec, results_location=results_location or default_location(job_id),
+                  request_id=request_id)
+        with self._condition:
+            if not self._accepting:
+                raise NotAccepting("the responder is not accepting jobs")
+            if len(self._queue) >= self.settings.queue_size:
+                raise QueueFull(f"the queue is full ({self.settings.queue_size} jobs waiting)")
+            # Spooled, durably, before it is acknowledged: an accepted job survives a crash.
+            self.spool.save(job, durable=True)
+            self._queue.append(job)
+            self._active[job.id] = job
+            self._spooled += 1
+            self._condition.notify()
+        log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
+                                        "request_id": request_id, "results_location": job.results_location})
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._condition:
+            job = self._active.get(job_id)
+        if job is not None:
+            return job
+        if not job_id.isalnum():
+            return None
+        path = self.spool.directory / f"{job_id}.json"
+        try:
+            return Job.from_json(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def recent(self, limit: int = 50) -> list[Job]:
+        paths = sorted(self.spool.directory.glob("*.json"), key=_mtime, reverse=True)[:limit]
+        jobs = []
+        for path in paths:
+            job = self.get(path.stem)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    def pending_for(self, key: str) -> Job | None:
+        """The queued or running job that will write `key`, if any."""
+        with self._condition:
+            for job in self._active.values():
+                if job.results_location == key or key in self._pending_keys.get(job.id, ()):
+                    return job
+        return None
+
+    def store_for(self, job: Job) -> ResultStore:
+        """Where a job's objects go: the service's store, and the caller's presigned URLs when it sent any."""
+        upload_urls = job.spec.get("upload_urls")
+        if not upload_urls:
+            return self.store
+        return UploadUrlStore(self.store, self.uploads, upload_targets(job.results_location, upload_urls))
+
+    def counts(self) -> dict[str, int]:
+        with self._condition:
+            queued = len(self._queue)
+            return {"queued_jobs": queued, "running_jobs": len(self._active) - queued}
+
+    def wait(self, job_id: str, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while True:
+                job = self._active.get(job_id)
+                if job is None:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return job
+                self._condition.wait(remaining)
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        with self._condition:
+            job = self._active.get(job_id)
+            if job is None:
+                found = self.get(job_id)
+                if found is None:
+                    raise JobNotFound(job_id)
+                return found
+            if job.status == QUEUED:
+                self._queue.remove(job)
+                job.status = CANCELLED
+                job.finished_at = utc_now()
+                job.error = "cancelled before it started"
+                self._condition.notify_all()
+            else:
+                self._cancels[job.id].set()
+                return job
+        self._finish(job)
+        return job
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue and not self._stopping:
+                    self._condition.wait()
+                if self._stopping:
+                    return
+                job = self._queue.popleft()
+                job.status = RUNNING
+                cancel = self._cancels[job.id] = threading.Event()
+            try:
+                self._run(job, cancel)
+            except Exception:
+                log.exception("job runner fault", extra={"event": "job.fault", "job_id": job.id})
+
+    def _run(self, job: Job, cancel: threading.Event) -> None:
+        job.started_at = utc_now()
+        self.spool.save(job)
+        self.clock.job_started()
+        log.info("job started", extra={"event": "job.started", "job_id": job.id, "type": job.type,
+                                       "request_id": job.request_id})
+        started = time.monotonic()
+        workspace = self._make_workspace(job.id)
+        try:
+            context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
+                                 workspace, cancel, self.run_as, report=lambda **details: self._report(job, details),
+                                 will_write=lambda keys: self._will_write(job, keys))
+            try:
+                outcome = self.types.executor(job.type).execute(context)
+            except Exception as error:
+                log.exception("job failed in the service", extra={"event": "job.error", "job_id": job.id})
+                outcome = JobOutcome(error=f"internal error: {type(error).__name__}")
+        finally:
+            self._remove_workspace(workspace)
+        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3)))
+
+    def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float) -> Job:
+        """The job's record once it has run: the only place a run's outcome becomes a job's status."""
+        interrupted = self._stopping and cancel.is_set()
+        error = outcome.error
+        if interrupted:
+            error = error or "the service stopped while this job was running"
+        with self._condition:
+            details = {**job.details, **outcome.details}
+        return replace(
+            job, exit_status=outcome.exit_status, signal=outcome.signal, cmd_run=outcome.cmd_run,
+            stdout=outcome.stdout, stderr=outcome.stderr, output=outcome.output, truncated=outcome.truncated,
+            timed_out=outcome.timed_out, artifacts=list(outcome.artifacts), error=error, details=details,
+            duration_s=duration_s, finished_at=utc_now(),
+            status=job_status(exit_status=outcome.exit_status, error=error, timed_out=outcome.timed_out,
+                              cancelled=cancel.is_set(), interrupted=interrupted))
+
+    def _report(self, job: Job, details: dict[str, Any]) -> None:
+        with self._condition:
+            job.details = {**job.details, **details}
+
+    def _will_write(self, job: Job, keys: Iterable[str]) -> None:
+        with self._condition:
+            self._pending_keys[job.id] = tuple(keys)
+
+    def _finish(self, job: Job) -> None:
+        if job.finished_at is None:
+            job.finished_at = utc_now()
+        self._publish(job)
+        self.spool.save(job)
+        self.clock.job_finished()
+        # Only now, with the result stored and spooled, do readers stop seeing the job as active.
+        with self._condition:
+            self._active.pop(job.id, None)
+            self._cancels.pop(job.id, None)
+            self._pending_keys.pop(job.id, None)
+            self._condition.notify_all()
+        log.info("job finished", extra={"event": "job.finished", "job_id": job.id, "type": job.type,
+                                        "status": job.status, "exit_status": job.exit_status,
+                                        "duration_s": job.duration_s, "request_id": job.request_id})
+        for listener in self._finished_listeners:
+            try:
+                listener(job)
+            except Exception:
+                log.exception("job listener failed", extra={"event": "job.listener_error", "job_id": job.id})
+        self._prune_spool()
+
+    def _publish(self, job: Job) -> None:
+        try:
+            put_json(self.store_for(job), job.results_location, job.result_document())
+        except Exception as error:
+            job.error = job.error or f"result not stored: {error}"
+            log.exception("result not stored", extra={"event": "job.store_error", "job_id": job.id})
+
+    def _prune_spool(self) -> None:
+        # Pruning lists the whole spool, so it waits until a tenth more than the retained jobs piled up.
+        retained = self.settings.jobs_retained
+        if self._spooled <= retained + max(1, retained // 10):
+            return
+        paths = sorted(self.spool.directory.glob("*.json"), key=_mtime, reverse=True)
+        for path in paths[retained:]:
+            with self._condition:
+                if path.stem in self._active:
+                    continue
+            path.unlink(missing_ok=True)
+        self._spooled = self.spool.count()
+
+    def _make_workspace(self, job_id: str) -> Path:
+        workspace = self.settings.work_dir / job_id
+        for directory in (workspace, workspace / "artifacts", workspace / "tmp"):
+            directory.mkdir(parents=True, exist_ok=True)
+            if self.run_as:
+                # Shared with the job user's group; new files keep the group (setgid) so the service can read them.
+                os.chown(directory, -1, self.run_as.gid)
+                directory.chmod(0o2770)
+            else:
+                directory.chmod(0o700)
+        return workspace
+
+    def _remove_workspace(self, workspace: Path) -> None:
+        if self.run_as:
+            # The job may have made files only its own user can remove.
+            subprocess.run(self.run_as.wrap(["rm", "-rf", "--", str(workspace)]),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=False, env={"PATH": "/usr/bin:/bin"})
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,50 @@
+"""Where results live: the `ResultStore` interface every store implements, and JSON on top of it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: float
+
+
+class StoreUnavailable(OSError):
+    """A remote store could not be reached or refused the request; worth retrying later."""
+
+
+class ResultStore(Protocol):
+    def put(self, key: str, body: bytes, content_type: str) -> None: ...
+
+    def get(self, key: str) -> StoredObject | None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def url(self, key: str) -> str: ...
+
+
+def put_json(store: ResultStore, key: str, document: Any) -> None:
+    store.put(key, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n", JSON_TYPE)
+
+
+def get_json(store: ResultStore, key: str) -> Any | None:
+    stored = store.get(key)
+    return None if stored is None else json.loads(stored.body)
