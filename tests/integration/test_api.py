@@ -31,9 +31,6 @@ def raw_request(url: str, raw_path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-# JSON API --------------------------------------------------------------------------------------------------
-
-
 def test_sync_job_returns_the_finished_job(responder):
     answer = responder.request("POST", "/jobs?wait=20", body={"script": "import sys\nprint(5 + 4)\nsys.exit(3)"})
     assert answer.status == 200
@@ -114,9 +111,6 @@ def test_job_environment_has_no_token_and_no_aws_variables(make_responder):
     assert "the-api-token-value-1234" not in job["stdout"]
 
 
-# Signed scripts --------------------------------------------------------------------------------------------
-
-
 def test_signed_script_runs_without_the_token(make_responder):
     responder = make_responder(code_secret=CODE_SECRET)
     signed = sign_script(CODE_SECRET, "print(5 + 4)", "python", "examples/nine", expires_in=60)
@@ -143,9 +137,6 @@ def test_expired_signature_is_refused(make_responder):
     signed = sign_script(CODE_SECRET, "print(1)", "python", expires_in=-5)
     answer = responder.request("POST", "/jobs", body=signed.as_fields(), token=False)
     assert answer.status == 401 and "expired" in answer.json()["detail"]
-
-
-# The original form protocol --------------------------------------------------------------------------------
 
 
 def form(fields: dict) -> bytes:
@@ -210,9 +201,6 @@ def test_form_protocol_dispatches_project_requests_to_their_own_fields(responder
                                headers=FORM, token=False)
     assert answer.status == 400
     assert answer.json()["field"] == "project_request"
-
-
-# Errors ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -309,9 +297,6 @@ def test_no_500_or_traceback_for_a_garbage_request(responder):
     assert status == 404 and b"Traceback" not in body
 
 
-# Status routes ---------------------------------------------------------------------------------------------
-
-
 def test_status_routes(responder):
     assert responder.request("GET", "/health", token=False).json()["status"] == "ok"
     index = responder.request("GET", "/index", token=False).json()
@@ -348,9 +333,6 @@ class _Stub:
         return _Stub()
 
 
-# Restarts and crashes --------------------------------------------------------------------------------------
-
-
 def test_queued_jobs_survive_a_crash_and_running_ones_are_interrupted(make_responder, tmp_path):
     responder = make_responder(workers=1)
     marker = tmp_path / "ran"
@@ -380,9 +362,6 @@ def test_graceful_stop_keeps_queued_jobs(make_responder):
     assert responder.stop() == 0
     responder.start()
     assert responder.wait_for(waiting["id"])["stdout"] == "later\n"
-
-
-# Logs ------------------------------------------------------------------------------------------------------
 
 
 def test_logs_are_json_with_job_events_and_no_secrets(make_responder):

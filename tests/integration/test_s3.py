@@ -174,9 +174,6 @@ def comparable(body: bytes, content_type: str):
     return body
 
 
-# The same layout in both stores -----------------------------------------------------------------------------
-
-
 def run_layout_jobs(responder) -> None:
     for fields in ({"script": "print('plain')", "results_location": "layout/plain"},
                    {"script": ARTIFACTS_SCRIPT, "results_location": "layout/with-artifacts"},
@@ -251,9 +248,6 @@ def test_results_are_read_back_through_the_responder(s3_responder, s3):
     assert responder.request("GET", "/results/read/nothing").status == 404
 
 
-# Nothing lost ---------------------------------------------------------------------------------------------
-
-
 def test_results_made_while_the_endpoint_is_down_arrive_when_it_is_back(s3_responder, s3):
     responder = s3_responder()
     s3.stop()
@@ -306,9 +300,6 @@ def test_uploads_pending_at_a_crash_are_delivered_after_the_restart(s3_responder
     assert not list((responder.data_dir / "uploads").glob("*.upload"))
 
 
-# Credentials ------------------------------------------------------------------------------------------
-
-
 def test_jobs_never_see_the_services_aws_credentials(s3_responder, s3):
     responder = s3_responder(api_key="the-api-token-value-5678")
     job = responder.submit("import os, json; print(json.dumps(dict(os.environ)))", results_location="env/job",
@@ -356,9 +347,6 @@ def test_upload_urls_are_checked_and_need_the_token(make_responder):
     signed = box.request("POST", "/jobs", token=False, body={
         "script": "print(1)", "signature": "v1:00", "upload_urls": {"result": "https://example.com/x"}})
     assert signed.status == 400 and signed.json()["field"] == "upload_urls"
-
-
-# Tools ------------------------------------------------------------------------------------------------
 
 
 def test_cat_prints_documents_outputs_and_artifacts_from_s3(s3_responder, s3, tmp_path):
