@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Callable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -14,6 +17,8 @@ from urllib3.util.retry import Retry
 from server_responder import __version__
 
 USER_AGENT = f"server-responder/{__version__}"
+# Link-local addresses (the instance metadata service among them) hold a box's credentials: never a target.
+NEVER_SENT_TO = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 # Called before each retry with the failed answer's status (None when no answer came) and the reason.
@@ -90,3 +95,24 @@ class HttpClient:
         body = json.dumps(document).encode() if document is not None else None
         return self.request(method, url, body=body, headers={"Content-Type": "application/json", **(headers or {})},
                             **options)
+
+
+def refused_destination(url: str, refused_networks: Iterable[str] = ()) -> str | None:
+    """Why the service must not send to `url` (its host is, or resolves to, a refused address), or None."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return None  # a name that does not resolve fails when sent to, like any unreachable host
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+    networks = [ipaddress.ip_network(network) for network in (*NEVER_SENT_TO, *refused_networks)]
+    for address in addresses:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        for network in networks:
+            if address.version == network.version and address in network:
+                return f"{host} is in {network}, where this responder never sends requests"
+    return None

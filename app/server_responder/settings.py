@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import shutil
@@ -90,6 +91,7 @@ class Settings:
     accept_legacy_signatures: bool = False
     signature_max_age_seconds: int = 86400
     cors_origins: tuple[str, ...] = ()
+    refused_networks: tuple[str, ...] = ()
     jobs_retained: int = 1000
     repo_base_url: str = "https://github.com/"
     default_command: str = "churn --yaml"
@@ -280,6 +282,7 @@ def _validate(s: Settings) -> None:
     check(s.upload_retry_max_seconds >= s.upload_retry_seconds, "upload_retry_max_seconds",
           "must be at least upload_retry_seconds")
     check(s.jobs_retained >= 1, "jobs_retained", "must be at least 1")
+    check(s.signature_max_age_seconds >= 0, "signature_max_age_seconds", "must not be negative (0 accepts any)")
     check(s.history_days >= 1, "history_days", "must be at least 1")
     check(s.boot_timeout > 0, "boot_timeout", "must be positive")
     check(s.idle_shutdown_minutes >= 0, "idle_shutdown_minutes", "must not be negative")
@@ -298,6 +301,11 @@ def _validate(s: Settings) -> None:
         check(not value or value.startswith(("http://", "https://")), key, "must be an http or https URL")
     check(s.repo_base_url.startswith(("http://", "https://", "file://", "/", "git@", "ssh://")),
           "repo_base_url", "must be an http(s), ssh or file URL or a local path")
+    for network in s.refused_networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            check(False, "refused_networks", f"{network!r} is not a network such as 10.0.0.0/8")
     for origin in s.cors_origins:
         check(origin.startswith(("http://", "https://")), "cors_origins", f"{origin!r} is not an origin URL")
     if s.job_user:

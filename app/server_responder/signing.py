@@ -54,8 +54,9 @@ def sign_script(secret: str, script: str, language: str, results_location: str |
 
 
 def verify_script(secret: str, signature: object, script: str, language: str, results_location: str | None,
-                  expires: object, now: float | None = None) -> None:
-    """Raise SignatureError unless `signature` signs exactly these fields and has not expired."""
+                  expires: object, now: float | None = None, max_age: int = 0) -> None:
+    """Raise SignatureError unless `signature` signs exactly these fields, has not expired and, with a
+    `max_age` (seconds, 0 for none), expires no later than that from now."""
     if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
         raise SignatureError("signature is malformed")
     if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
@@ -63,8 +64,13 @@ def verify_script(secret: str, signature: object, script: str, language: str, re
     expected = _digest(secret, canonical_message(script, language, results_location, expires))
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise SignatureError("signature does not match the script, language, results_location and expires")
-    if expires is not None and expires < (now if now is not None else time.time()):
+    now = now if now is not None else time.time()
+    if expires is not None and expires < now:
         raise SignatureError("signature has expired")
+    # A leaked signature is a key to this box until it expires: the operator bounds how long that may be.
+    if max_age > 0 and (expires is None or expires - now > max_age):
+        raise SignatureError(f"signature is valid for longer than this responder accepts: expires must be at most "
+                             f"{max_age} s from now (signature_max_age_seconds)")
 
 
 def legacy_signature(secret: str, script: str) -> str:

@@ -62,3 +62,15 @@ def test_token_comparison():
     assert not tokens_match("abc", "abd")
     assert not tokens_match("abc", None)
     assert not tokens_match("", "")
+
+
+def test_a_maximum_age_bounds_how_far_ahead_a_signature_may_expire():
+    soon = sign_script(SECRET, "print(1)", "python", expires_in=600, now=1000)
+    verify_script(SECRET, soon.signature, "print(1)", "python", None, soon.expires, now=1000, max_age=600)
+    late = sign_script(SECRET, "print(1)", "python", expires_in=601, now=1000)
+    with pytest.raises(SignatureError, match="signature_max_age_seconds"):
+        verify_script(SECRET, late.signature, "print(1)", "python", None, late.expires, now=1000, max_age=600)
+    forever = sign_script(SECRET, "print(1)", "python", expires_in=None)
+    with pytest.raises(SignatureError, match="at most 600 s"):
+        verify_script(SECRET, forever.signature, "print(1)", "python", None, None, now=1000, max_age=600)
+    verify_script(SECRET, forever.signature, "print(1)", "python", None, None, now=1000, max_age=0)

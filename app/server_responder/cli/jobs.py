@@ -23,7 +23,8 @@ def _sign_options(parser: argparse.ArgumentParser) -> None:
     expiry = parser.add_mutually_exclusive_group()
     expiry.add_argument("--expires-in", type=int, default=3600, metavar="SECONDS",
                         help="how long the signature is valid (default 3600)")
-    expiry.add_argument("--no-expiry", action="store_true", help="a signature that never expires")
+    expiry.add_argument("--no-expiry", action="store_true",
+                        help="a signature that never expires (accepted only where signature_max_age_seconds is 0)")
 
 
 def sign(args: argparse.Namespace) -> int:

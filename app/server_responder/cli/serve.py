@@ -21,11 +21,17 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     import cherrypy
 
+    from server_responder.instance_lock import DataDirInUse, hold_data_dir
     from server_responder.logging_setup import configure_logging
     from server_responder.responder import Responder, ensure_api_key
     from server_responder.web.app import IdleWatchPlugin, ResponderPlugin, UploadPlugin, build_app, server_config
 
     settings = load_settings(args, host=args.host, port=args.port)
+    try:
+        data_dir_lock = hold_data_dir(settings.data_dir)
+    except DataDirInUse as busy:
+        print(f"server-responder: {busy}", file=sys.stderr)
+        return 1
     settings, generated = ensure_api_key(settings)
     configure_logging(settings.log_dir, settings.secrets())
     responder = Responder.create(settings)
@@ -50,6 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     print(f"Results in {settings.store}; logs in {settings.log_dir}", flush=True)
     print(f"Server Responder {__version__} listening on http://{host}:{port}", flush=True)
     cherrypy.engine.block()
+    data_dir_lock.close()
     return 0
 
 

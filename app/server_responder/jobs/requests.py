@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from server_responder import signing
+from server_responder.http_client import refused_destination
 from server_responder.jobs.types import (
     JobRequest, JobTypes, RequestError, RequestField, Unauthorized, refuse_unknown,
 )
@@ -69,7 +70,7 @@ def parse_script(body: Mapping[str, Any], settings: Settings) -> JobRequest:
         "timeout": timeout_field(body, settings),
         "env": env_field(body),
     }
-    upload_urls = upload_urls_field(body)
+    upload_urls = upload_urls_field(body, settings)
     if upload_urls:
         spec["upload_urls"] = upload_urls
     return JobRequest("script", spec, location_field(body))
@@ -89,7 +90,7 @@ def parse_signed_script(body: Mapping[str, Any], settings: Settings) -> JobReque
     location = location_field(body)
     try:
         signing.verify_script(settings.code_secret.reveal(), body.get("signature"), script, language, location,
-                              body.get("expires"))
+                              body.get("expires"), max_age=settings.signature_max_age_seconds)
     except signing.SignatureError as error:
         raise Unauthorized(str(error)) from None
     spec = {"language": language, "script": script, "timeout": settings.default_timeout, "env": {}, "signed": True}
@@ -215,7 +216,7 @@ MAX_UPLOAD_URLS = 200
 MAX_URL_LENGTH = 8192
 
 
-def upload_urls_field(body: Mapping[str, Any]) -> dict[str, Any]:
+def upload_urls_field(body: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """`{"result": url, "artifacts": {name: url}}`: where the box PUTs its result and named artifacts."""
     upload_urls = body.get("upload_urls")
     if upload_urls is None:
@@ -227,7 +228,7 @@ def upload_urls_field(body: Mapping[str, Any]) -> dict[str, Any]:
         raise RequestError("upload_urls", f"{unknown[0]!r} is not a field; fields: artifacts, result")
     checked: dict[str, Any] = {}
     if upload_urls.get("result") is not None:
-        checked["result"] = _upload_url(upload_urls["result"], "upload_urls.result")
+        checked["result"] = _upload_url(upload_urls["result"], "upload_urls.result", settings)
     artifacts = upload_urls.get("artifacts")
     if artifacts is not None:
         if not isinstance(artifacts, Mapping):
@@ -240,13 +241,16 @@ def upload_urls_field(body: Mapping[str, Any]) -> dict[str, Any]:
                 validate_key(name, "artifact name")
             except InvalidKey as error:
                 raise RequestError("upload_urls.artifacts", str(error)) from None
-            checked["artifacts"][name] = _upload_url(url, f"upload_urls.artifacts.{name}")
+            checked["artifacts"][name] = _upload_url(url, f"upload_urls.artifacts.{name}", settings)
     return checked
 
 
-def _upload_url(url: Any, field: str) -> str:
+def _upload_url(url: Any, field: str, settings: Settings) -> str:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not urlsplit(url).netloc:
         raise RequestError(field, "must be an http or https URL")
     if len(url) > MAX_URL_LENGTH or any(ord(c) <= 32 or ord(c) == 127 for c in url):
         raise RequestError(field, f"must be a URL of at most {MAX_URL_LENGTH} characters without spaces")
+    refused = refused_destination(url, settings.refused_networks)
+    if refused:
+        raise RequestError(field, refused)
     return url

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from server_responder.http_client import refused_destination
 from server_responder.jobs import callbacks
 from server_responder.jobs.requests import env_field, location_field, timeout_field
 from server_responder.jobs.types import JobRequest, RequestError, RequestField, refuse_unknown
@@ -86,14 +87,18 @@ def command_field(body: Mapping[str, Any], settings: Settings) -> str:
     return command
 
 
-def callback_field(body: Mapping[str, Any]) -> str | None:
+def callback_field(body: Mapping[str, Any], settings: Settings) -> str | None:
     url = body.get("callback_url")
     if url is None:
         return None
     try:
-        return callbacks.validate_callback_url(url)
+        url = callbacks.validate_callback_url(url)
     except callbacks.InvalidCallbackUrl as error:
         raise RequestError("callback_url", str(error)) from None
+    refused = refused_destination(url, settings.refused_networks)
+    if refused:
+        raise RequestError("callback_url", refused)
+    return url
 
 
 def parse_command(body: Mapping[str, Any], settings: Settings) -> JobRequest:
@@ -108,7 +113,7 @@ def parse_command(body: Mapping[str, Any], settings: Settings) -> JobRequest:
         "location_template": template,
         "timeout": timeout_field(body, settings),
         "env": env_field(body),
-        "callback_url": callback_field(body),
+        "callback_url": callback_field(body, settings),
     }
     # With a per-commit template the job's own document goes to its default location.
     return JobRequest("command", spec, None if template else location_field(body))
@@ -151,7 +156,7 @@ def parse_project_request(body: Mapping[str, Any], settings: Settings) -> JobReq
         "content_type": content_type,
         "timeout": timeout_field(body, settings),
         "env": env_field(body),
-        "callback_url": callback_field(body),
+        "callback_url": callback_field(body, settings),
     }
     return JobRequest("project_request", spec, location_field(body))
 
@@ -165,5 +170,5 @@ def parse_github_push(body: Mapping[str, Any], settings: Settings) -> JobRequest
         spec = github.push_spec(push)
     except github.DeliveryError as error:
         raise RequestError("push", str(error)) from None
-    spec["callback_url"] = callback_field(body)
+    spec["callback_url"] = callback_field(body, settings)
     return JobRequest("github_push", spec, location_field(body))
