@@ -97,6 +97,24 @@ class HttpClient:
                             **options)
 
 
+class InvalidDestination(ValueError):
+    """A URL the service will not send to: malformed, too long, or in a refused network; the message says which."""
+
+
+def checked_destination(url: object, *, max_length: int, refused_networks: Iterable[str] = ()) -> str:
+    """`url` if the service may send requests to it (an http or https URL of a host outside refused networks)."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidDestination("must be an http or https URL")
+    if len(url) > max_length or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise InvalidDestination(f"must be a URL of at most {max_length} characters without spaces")
+    if not urlsplit(url).hostname:
+        raise InvalidDestination("must be an http or https URL with a host")
+    refused = refused_destination(url, refused_networks)
+    if refused:
+        raise InvalidDestination(refused)
+    return url
+
+
 def refused_destination(url: str, refused_networks: Iterable[str] = ()) -> str | None:
     """Why the service must not send to `url` (its host is, or resolves to, a refused address), or None."""
     host = urlsplit(url).hostname or ""

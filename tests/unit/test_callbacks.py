@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from callback_receiver import CallbackReceiver
-from server_responder.jobs.callbacks import CompletionCallbacks, InvalidCallbackUrl, validate_callback_url
+from server_responder.http_client import InvalidDestination
+from server_responder.jobs.callbacks import CompletionCallbacks, validate_callback_url
 from server_responder.jobs.record import Job
 from server_responder.settings import Settings
 
@@ -71,5 +72,5 @@ def test_an_unreachable_receiver_is_given_up_after_the_attempts(tmp_path: Path):
 @pytest.mark.parametrize("url", ["ftp://host/x", "file:///etc/passwd", "http://", "http://host/a b", "javascript:x",
                                  "", 5, "http://h/" + "x" * 3000])
 def test_only_http_urls_are_callback_urls(url):
-    with pytest.raises(InvalidCallbackUrl):
+    with pytest.raises(InvalidDestination):
         validate_callback_url(url)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
+from collections.abc import Iterable
 from typing import Any
 
-from server_responder.http_client import HttpClient, HttpFailure
+from server_responder.http_client import HttpClient, HttpFailure, checked_destination
 from server_responder.jobs.record import Job
 from server_responder.settings import Settings
 
@@ -19,19 +20,9 @@ BACKOFF_SECONDS = 0.5
 REQUEST_TIMEOUT_SECONDS = 10.0
 
 
-class InvalidCallbackUrl(ValueError):
-    pass
-
-
-def validate_callback_url(url: object) -> str:
-    if not isinstance(url, str) or not url:
-        raise InvalidCallbackUrl("must be an http or https URL")
-    if len(url) > MAX_URL_LENGTH or any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        raise InvalidCallbackUrl(f"must be a URL of at most {MAX_URL_LENGTH} characters without spaces")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidCallbackUrl("must be an http or https URL with a host")
-    return url
+def validate_callback_url(url: object, refused_networks: Iterable[str] = ()) -> str:
+    """`url` if completion callbacks may be sent to it; InvalidDestination says why not."""
+    return checked_destination(url, max_length=MAX_URL_LENGTH, refused_networks=refused_networks)
 
 
 def callback_document(job: Job) -> dict[str, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
 
 from server_responder import signing
-from server_responder.http_client import refused_destination
+from server_responder.http_client import InvalidDestination, checked_destination
 from server_responder.jobs.types import (
     JobRequest, JobTypes, RequestError, RequestField, Unauthorized, refuse_unknown,
 )
@@ -246,11 +245,7 @@ def upload_urls_field(body: Mapping[str, Any], settings: Settings) -> dict[str, 
 
 
 def _upload_url(url: Any, field: str, settings: Settings) -> str:
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not urlsplit(url).netloc:
-        raise RequestError(field, "must be an http or https URL")
-    if len(url) > MAX_URL_LENGTH or any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        raise RequestError(field, f"must be a URL of at most {MAX_URL_LENGTH} characters without spaces")
-    refused = refused_destination(url, settings.refused_networks)
-    if refused:
-        raise RequestError(field, refused)
-    return url
+    try:
+        return checked_destination(url, max_length=MAX_URL_LENGTH, refused_networks=settings.refused_networks)
+    except InvalidDestination as error:
+        raise RequestError(field, str(error)) from None

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from server_responder.http_client import refused_destination
+from server_responder.http_client import InvalidDestination
 from server_responder.jobs import callbacks
 from server_responder.jobs.requests import env_field, location_field, timeout_field
 from server_responder.jobs.types import JobRequest, RequestError, RequestField, refuse_unknown
@@ -92,13 +92,9 @@ def callback_field(body: Mapping[str, Any], settings: Settings) -> str | None:
     if url is None:
         return None
     try:
-        url = callbacks.validate_callback_url(url)
-    except callbacks.InvalidCallbackUrl as error:
+        return callbacks.validate_callback_url(url, settings.refused_networks)
+    except InvalidDestination as error:
         raise RequestError("callback_url", str(error)) from None
-    refused = refused_destination(url, settings.refused_networks)
-    if refused:
-        raise RequestError("callback_url", refused)
-    return url
 
 
 def parse_command(body: Mapping[str, Any], settings: Settings) -> JobRequest:
