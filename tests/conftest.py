@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,8 @@ class RunningResponder:
         """The job once the service says it runs (or has already finished)."""
         return self._wait_for_job(job_id, lambda status: status != "queued", "start", timeout)
 
-    def _wait_for_job(self, job_id: str, reached: Any, what: str, timeout: float) -> dict[str, Any]:
+    def _wait_for_job(self, job_id: str, reached: Callable[[str], bool], what: str,
+                      timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.request("GET", f"/jobs/{job_id}", token=False).json()
