@@ -107,8 +107,13 @@ def checked_destination(url: object, *, max_length: int, refused_networks: Itera
         raise InvalidDestination("must be an http or https URL")
     if len(url) > max_length or any(ord(c) <= 32 or ord(c) == 127 for c in url):
         raise InvalidDestination(f"must be a URL of at most {max_length} characters without spaces")
-    if not urlsplit(url).hostname:
-        raise InvalidDestination("must be an http or https URL with a host")
+    try:
+        parts = urlsplit(url)
+        addressable = bool(parts.hostname) and parts.port != 0  # .port raises for a port out of range
+    except ValueError:  # brackets that hold no IPv6 address
+        addressable = False
+    if not addressable:
+        raise InvalidDestination("must be an http or https URL with a host and a valid port")
     refused = refused_destination(url, refused_networks)
     if refused:
         raise InvalidDestination(refused)

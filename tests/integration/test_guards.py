@@ -114,3 +114,14 @@ def test_a_refused_network_that_is_not_a_network_stops_the_service_with_its_name
     answer = subprocess.run([sys.executable, "-m", "server_responder", "serve", "--port", "0"], env=responder.env,
                             capture_output=True, text=True, timeout=30)  # fmt: skip
     assert answer.returncode != 0 and "refused_networks" in answer.stdout + answer.stderr
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x", "http://[zz]/x", "http://127.0.0.1:99999999/x", "http://host:0/x",
+                                 "http:///x", "ftp://127.0.0.1/x"])
+def test_malformed_destinations_are_400_naming_the_field(make_responder, project, url):
+    responder = make_responder(repo_base_url=project.base_url)
+    upload = responder.request("POST", "/jobs", body={"script": "print(1)", "upload_urls": {"result": url}})
+    assert upload.status == 400 and upload.json()["field"] == "upload_urls.result", upload.body
+    callback = responder.request("POST", "/jobs", body={"type": "command", "project": "acme/widget",
+                                                         "command": "true", "callback_url": url})
+    assert callback.status == 400 and callback.json()["field"] == "callback_url", callback.body
