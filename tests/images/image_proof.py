@@ -28,6 +28,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 PROJECT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SR_IMAGE_CACHE", "/var/cache/server-responder-images"))
@@ -72,6 +73,14 @@ def vagrant_insecure_key() -> Path:
     if not keys:
         raise StepFailed("Vagrant's insecure private key not found: install Debian's vagrant package")
     return Path(keys[-1])
+
+
+def junit_passed(report: Path) -> int:
+    """How many tests a pytest JUnit XML report counts as passed."""
+    root = ElementTree.parse(report).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    not_passed = sum(int(suite.get(name, 0)) for name in ("failures", "errors", "skipped"))
+    return int(suite.get("tests", 0)) - not_passed
 
 
 def multiplexed(ssh_config: str, control_dir: Path) -> str:
@@ -264,20 +273,17 @@ class ImageProof:
         # One SSH connection carries every check: a handshake under software emulation costs seconds.
         mux_dir = Path(tempfile.mkdtemp(prefix="sr-ssh-"))
         ssh_config.write_text(multiplexed(answer, mux_dir))
-        start = self._log.stat().st_size if self._log.exists() else 0
+        junit = self.workdir / f"host-tests-{which}.xml"
         try:
             self._sh(
                 sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--confcutdir={self.infra_suite}",
                 self.infra_suite, "--sudo", f"--hosts=ssh://{MACHINE}", f"--ssh-config={ssh_config}",
-                timeout=1200,
+                f"--junitxml={junit}", timeout=1200,
             )  # fmt: skip
         finally:
             self._sh("ssh", "-F", ssh_config, "-O", "exit", MACHINE, timeout=60, check=False)
             shutil.rmtree(mux_dir, ignore_errors=True)
-        with open(self._log, "rb") as log:
-            log.seek(start)
-            counts = re.findall(rb"(\d+) passed", log.read())
-        self.host_tests_passed[which] = int(counts[-1]) if counts else 0
+        self.host_tests_passed[which] = junit_passed(junit)
 
     def job_over_https(self, which: str) -> None:
         token = self._sh(
