@@ -47,11 +47,25 @@ class CallbackReceiver:
         self.server.server_close()
 
     def wait_for(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """The callbacks taken (2xx), once there are `count` of them."""
+        self._wait(lambda: len(self.received) >= count, timeout, lambda: f"{len(self.received)} of {count} callbacks "
+                                                                          "arrived")
+        return list(self.received)
+
+    def wait_for_attempts(self, count: int, timeout: float = 30) -> None:
+        """Until `count` requests came in, whatever they were answered."""
+        self._wait(lambda: self.attempts >= count, timeout, lambda: f"{self.attempts} of {count} attempts came")
+
+    def answer(self, statuses: list[int]) -> None:
+        """Answer the next requests with these statuses (then 200), instead of what was scripted."""
+        with self._condition:
+            self.statuses = list(statuses)
+
+    def _wait(self, reached, timeout: float, failure) -> None:
         deadline = time.monotonic() + timeout
         with self._condition:
-            while len(self.received) < count:
+            while not reached():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"{len(self.received)} of {count} callbacks arrived")
+                    raise AssertionError(failure())
                 self._condition.wait(remaining)
-            return list(self.received)

@@ -46,7 +46,7 @@ class Responder:
         clock = IdleClock(settings.data_dir / "last_job.json")
         types = job_types(settings)
         jobs = JobService(settings, store, clock, types, uploads=uploads)
-        jobs.on_finished(CompletionCallbacks(settings).job_finished)
+        jobs.on_finished(CompletionCallbacks(settings, uploads).job_finished)
         drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
         deliveries = PushDeliveries(jobs, settings.data_dir / "github_deliveries")
         return cls(settings, store, clock, types, jobs, drain, ResultLookup(store, jobs.pending_for), deliveries,

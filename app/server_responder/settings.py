@@ -93,6 +93,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     refused_networks: tuple[str, ...] = ()
     jobs_retained: int = 1000
+    jobs_retained_minutes: float = 15.0
     repo_base_url: str = "https://github.com/"
     default_command: str = "churn --yaml"
     history_days: int = 90
@@ -282,6 +283,7 @@ def _validate(s: Settings) -> None:
     check(s.upload_retry_max_seconds >= s.upload_retry_seconds, "upload_retry_max_seconds",
           "must be at least upload_retry_seconds")
     check(s.jobs_retained >= 1, "jobs_retained", "must be at least 1")
+    check(s.jobs_retained_minutes >= 0, "jobs_retained_minutes", "must be 0 or more")
     check(s.signature_max_age_seconds >= 0, "signature_max_age_seconds", "must not be negative (0 accepts any)")
     check(s.history_days >= 1, "history_days", "must be at least 1")
     check(s.boot_timeout > 0, "boot_timeout", "must be positive")

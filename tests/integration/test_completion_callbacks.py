@@ -1,6 +1,7 @@
 """Completion callbacks from a real responder to a real receiver on loopback."""
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def test_a_project_job_calls_back_with_where_its_results_are(make_responder, pro
 def test_the_settings_url_is_retried_through_server_errors(make_responder, project):
     project.commit({"README": "x"})
     with CallbackReceiver(statuses=[503, 500]) as receiver:
-        responder = make_responder(repo_base_url=project.base_url, callback_url=receiver.url)
+        responder = make_responder(repo_base_url=project.base_url, callback_url=receiver.url,
+                                   upload_retry_seconds=0.2)
         job = responder.request("POST", "/jobs?wait=30", body={"type": "command", "project": "acme/widget",
                                                                 "command": "echo ok"}).json()
         [call] = receiver.wait_for(1)
@@ -39,8 +41,27 @@ def test_the_settings_url_is_retried_through_server_errors(make_responder, proje
     assert call["document"]["job_id"] == job["id"] and call["document"]["status"] == "succeeded"
     responder.stop()
     events = [line for line in responder.log_file.read_text().splitlines() if '"callback.' in line]
-    assert sum('"callback.retry"' in line for line in events) == 2
+    assert sum('"callback.failed"' in line for line in events) == 2
     assert any('"callback.delivered"' in line for line in events)
+
+
+def test_a_callback_pending_at_a_stop_is_delivered_after_the_restart(make_responder, tmp_path):
+    with CallbackReceiver(statuses=[503] * 1000) as receiver:
+        responder = make_responder(callback_url=receiver.url, upload_retry_seconds=0.2)
+        job = responder.submit("print('done')", language="python")
+        assert job["status"] == "succeeded"
+        receiver.wait_for_attempts(2)
+        assert responder.request("GET", "/health").json()["pending_callbacks"] == 1
+        responder.stop()
+        assert receiver.received == []
+        receiver.answer([503])
+        responder.start()
+        [call] = receiver.wait_for(1)
+        assert call["document"]["job_id"] == job["id"] and call["document"]["status"] == "succeeded"
+        deadline = time.monotonic() + 10
+        while responder.request("GET", "/health").json()["pending_callbacks"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert responder.request("GET", "/health").json()["pending_callbacks"] == 0
 
 
 def test_a_dead_receiver_neither_loses_nor_delays_the_result(make_responder, project):

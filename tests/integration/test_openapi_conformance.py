@@ -26,6 +26,9 @@ NOT_PROVOKED = {
     ("GET", "/results/{key}", "503"): "needs a remote store that is down (tests/integration/test_s3.py)",
     ("POST", "/jobs", "501"): "needs a job type in the table without an executor; Responder.create has none",
     ("POST", "/", "501"): "needs a job type in the table without an executor; Responder.create has none",
+    ("POST", "/jobs", "507"): "needs a data dir that cannot be written (tests/integration/test_storage_faults.py)",
+    ("POST", "/", "507"): "needs a data dir that cannot be written (tests/integration/test_storage_faults.py)",
+    ("POST", "/github", "507"): "needs a data dir that cannot be written (tests/integration/test_storage_faults.py)",
 }
 
 

@@ -1,13 +1,16 @@
 """The job service without any web server: plain objects, real processes."""
 
+import errno
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from server_responder.jobs.record import INTERRUPTED, QUEUED, RUNNING, Job
-from server_responder.jobs.service import NotAccepting, QueueFull
+from server_responder.jobs.record import INTERRUPTED, QUEUED, RUNNING, Job, JobSpool
+from server_responder.jobs.service import DataDirUnwritable, NotAccepting, QueueFull
 from server_responder.responder import Responder
 from server_responder.results.store import get_json
 from server_responder.settings import Settings
@@ -72,18 +75,73 @@ def test_full_queue_and_stopped_service_refuse_work(tmp_path):
         responder.stop()
 
 
-def test_spool_keeps_only_the_retained_number_of_finished_jobs(tmp_path):
-    responder = make(tmp_path, jobs_retained=3)
+def test_past_the_retention_time_the_spool_keeps_the_retained_number_of_jobs(tmp_path):
+    responder = make(tmp_path, jobs_retained=3, jobs_retained_minutes=0)
     responder.start()
     try:
         ids = [responder.jobs.submit("script", script(f"print({n})")).id for n in range(8)]
         for job_id in ids:
             responder.jobs.wait(job_id, 10)
+        listed = [job.id for job in responder.jobs.recent(10)]
     finally:
         responder.stop()
     kept = sorted(p.stem for p in (tmp_path / "data" / "jobs").glob("*.json"))
-    assert 3 <= len(kept) < 8
-    assert ids[-1] in kept
+    assert kept == sorted(ids[-3:])
+    assert listed == ids[-3:][::-1]
+
+
+def test_within_the_retention_time_every_finished_job_stays_readable(tmp_path):
+    responder = make(tmp_path, jobs_retained=2, jobs_retained_minutes=15)
+    responder.start()
+    try:
+        ids = [responder.jobs.submit("script", script("pass")).id for _ in range(6)]
+        for job_id in ids:
+            responder.jobs.wait(job_id, 10)
+        assert all(responder.jobs.get(job_id).status == "succeeded" for job_id in ids)
+    finally:
+        responder.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def finished(job_id: str) -> Job:
+    return Job(id=job_id, type="script", spec={}, results_location=f"r/{job_id}", status="succeeded",
+               finished_at="2024-01-01T00:00:00.000Z")
+
+
+def test_the_spool_prunes_in_the_order_jobs_finished_keeping_the_recent_and_the_floor(tmp_path):
+    clock = Clock()
+    spool = JobSpool(tmp_path / "jobs", now=clock)
+    spool.index_finished(())
+    for n in range(6):
+        spool.save(finished(f"{n:040d}"))
+        clock.now += 60
+    spool.save(Job(id="q" * 40, type="script", spec={}, results_location="r/q"))
+    # Finished 6, 5, 4, 3, 2 and 1 minutes ago: with 3.5 minutes kept, the three older ones go.
+    assert spool.prune(keep=1, keep_seconds=210) == 3
+    left = sorted(path.stem for path in spool.directory.glob("*.json"))
+    assert left == [f"{n:040d}" for n in (3, 4, 5)] + ["q" * 40]
+    clock.now += 3600
+    # Past the time only the floor stays, and the queued record was never a candidate.
+    assert spool.prune(keep=2, keep_seconds=210) == 1
+    assert spool.recently_finished(10) == [f"{n:040d}" for n in (5, 4)]
+    assert spool.load("q" * 40).status == QUEUED
+
+
+def test_the_index_is_rebuilt_from_disk_in_finishing_order_without_the_unfinished(tmp_path):
+    first = JobSpool(tmp_path / "jobs")
+    for n in range(3):
+        first.save(finished(f"{n:040d}"))
+        os.utime(first.directory / f"{n:040d}.json", (1000 + n, 1000 + n))
+    again = JobSpool(tmp_path / "jobs")
+    again.index_finished([f"{1:040d}"])
+    assert again.recently_finished(10) == [f"{2:040d}", f"{0:040d}"]
 
 
 def test_listeners_hear_of_every_finished_job_and_their_faults_are_contained(tmp_path):
@@ -109,3 +167,137 @@ def test_last_job_record_is_persisted_as_json(tmp_path):
         responder.stop()
     record = json.loads((tmp_path / "data" / "last_job.json").read_text())
     assert record["last_started"] <= record["last_finished"]
+
+
+class FailingStore:
+    """The configured store, failing its writes while `full` is set, as a full disk does."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.full = True
+
+    def put(self, key, body, content_type):
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.inner.put(key, body, content_type)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_job_whose_result_cannot_be_stored_is_failed_released_and_reported(tmp_path):
+    responder = make(tmp_path, workers=2)
+    store = responder.jobs.store = FailingStore(responder.store)
+    responder.start()
+    try:
+        jobs = [responder.jobs.submit("script", script("print(1)")) for _ in range(6)]
+        done = [responder.jobs.wait(job.id, 10) for job in jobs]
+        assert {job.status for job in done} == {"failed"}
+        assert all(job.error.startswith("result not stored: the result store") and "is full" in job.error
+                   and job.finished_at for job in done)
+        assert responder.jobs.counts() == {"queued_jobs": 0, "running_jobs": 0}
+        assert any("is full" in reason for reason in responder.jobs.degradations.reasons())
+        store.full = False
+        job = responder.jobs.wait(responder.jobs.submit("script", script("print(2)")).id, 10)
+        assert job.status == "succeeded" and get_json(responder.store, job.results_location)["status"] == "succeeded"
+        assert responder.jobs.degradations.reasons() == []
+    finally:
+        responder.stop()
+
+
+def test_a_final_record_the_spool_cannot_take_is_served_from_memory_and_says_so(tmp_path):
+    responder = make(tmp_path)
+    spool = responder.jobs.spool
+    save = spool.save
+
+    def save_unless_finished(job, durable=False):
+        if job.finished:
+            raise OSError(errno.EROFS, "Read-only file system")
+        save(job, durable)
+
+    spool.save = save_unless_finished
+    responder.start()
+    try:
+        job = responder.jobs.submit("script", script("print(1)"))
+        done = responder.jobs.wait(job.id, 10)
+        assert done.status == "succeeded" and done.finished_at
+        assert "is read-only" in done.details["record_not_saved"]
+        assert responder.jobs.get(job.id) is done
+        assert responder.jobs.counts()["running_jobs"] == 0
+        # The stale running record is gone: a restart neither runs the job again nor calls it interrupted.
+        assert spool.load(job.id) is None
+    finally:
+        responder.stop()
+
+
+def test_a_failing_idle_clock_and_listener_do_not_keep_a_job_active(tmp_path):
+    responder = make(tmp_path)
+    responder.jobs.on_finished(lambda job: 1 / 0)
+
+    def clock_fails():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    responder.clock.job_finished = clock_fails
+    responder.start()
+    try:
+        job = responder.jobs.submit("script", script("print(1)"))
+        assert responder.jobs.wait(job.id, 10).status == "succeeded"
+        assert responder.jobs.counts() == {"queued_jobs": 0, "running_jobs": 0}
+        responder.drain.drain("test")
+        responder.drain.wait_until_drained(10)
+        assert responder.idle_status().drained
+    finally:
+        responder.stop()
+
+
+def test_a_job_the_spool_cannot_take_is_refused_and_left_nowhere(tmp_path):
+    responder = make(tmp_path)
+    spool = responder.jobs.spool
+
+    def full(job, durable=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(spool.directory / ".tmp-x"))
+
+    spool.save = full
+    responder.start()
+    try:
+        with pytest.raises(DataDirUnwritable, match=r"the data dir .* is full \(No space left on device\)"):
+            responder.jobs.submit("script", script("print(1)"))
+        assert responder.jobs.counts() == {"queued_jobs": 0, "running_jobs": 0}
+        assert responder.jobs.recent() == []
+    finally:
+        responder.stop()
+
+
+def test_a_cancelled_queued_job_is_never_seen_final_before_its_result_is_stored(tmp_path):
+    responder = make(tmp_path)
+    seen = []
+    store = responder.jobs.store
+    put = store.put
+    storing, release = threading.Event(), threading.Event()
+
+    def slow_put(key, body, content_type):
+        if b'"cancelled"' in body:
+            # While the cancelled result is being stored, the job is still what it was.
+            seen.append(responder.jobs.get(waiting.id).status)
+            storing.set()
+            release.wait(10)
+        put(key, body, content_type)
+
+    store.put = slow_put
+    responder.start()
+    try:
+        blocker = responder.jobs.submit("script", script("import time; time.sleep(1)"))
+        waiting = responder.jobs.submit("script", script("print('never')"))
+        canceller = threading.Thread(target=responder.jobs.cancel, args=(waiting.id,))
+        canceller.start()
+        assert storing.wait(10)
+        assert responder.jobs.cancel(waiting.id).status == QUEUED
+        release.set()
+        canceller.join(10)
+        cancelled = responder.jobs.get(waiting.id)
+        assert seen == [QUEUED] and cancelled.status == "cancelled" and cancelled.finished_at
+        assert get_json(responder.store, waiting.results_location)["status"] == "cancelled"
+        assert responder.jobs.wait(blocker.id, 10).status == "succeeded"
+    finally:
+        release.set()
+        responder.stop()

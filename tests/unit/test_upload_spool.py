@@ -66,7 +66,7 @@ def test_a_put_goes_straight_through_while_the_store_is_up(tmp_path, remote):
     store, spool = spooled(tmp_path, remote)
     put_json(store, "results/a", {"n": 1})
     assert get_json(remote, "results/a") == {"n": 1}
-    assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 0}
+    assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 0, "pending_callbacks": 0, "failed_callbacks": 0}
 
 
 def test_a_put_while_the_store_is_down_stays_spooled_and_readable(tmp_path, remote, clock):
@@ -158,7 +158,7 @@ def test_an_unreadable_entry_is_set_aside_and_the_rest_delivered(tmp_path, remot
     clock.advance(60)
     spool.deliver_due()
     assert remote.get("good").body == b"x"
-    assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 1}
+    assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 1, "pending_callbacks": 0, "failed_callbacks": 0}
 
 
 def test_invalid_keys_are_refused_before_anything_is_written(tmp_path, remote):
@@ -239,7 +239,7 @@ def test_a_url_that_refuses_the_upload_is_set_aside(tmp_path, target):
     spool = UploadSpool(tmp_path / "uploads", None)
     target.status = 403
     spool.add("jobs/three", b"{}", "application/json", url=target.url("/three"))
-    assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 1}
+    assert spool.counts() == {"pending_uploads": 0, "failed_uploads": 1, "pending_callbacks": 0, "failed_callbacks": 0}
     assert list(spool.failed_directory.glob("*.upload"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import urllib.parse
@@ -10,6 +11,9 @@ from typing import Any
 
 from server_responder.http_client import HttpClient, HttpFailure, checked_destination
 from server_responder.jobs.record import Job
+from server_responder.results.location import spool_directory
+from server_responder.results.store import JSON_TYPE
+from server_responder.results.upload_spool import UploadSpool
 from server_responder.settings import Settings
 
 log = logging.getLogger("server_responder.callbacks")
@@ -37,11 +41,16 @@ def callback_document(job: Job) -> dict[str, Any]:
 
 
 class CompletionCallbacks:
-    """A `JobService.on_finished` listener; each callback gets its own thread so no job waits for it."""
+    """A `JobService.on_finished` listener. Each callback is spooled in the data dir and sent from there in the
+    background, retried with the uploads' backoff until the receiver takes it (2xx) or refuses it (4xx), also
+    after a restart; no job waits for it."""
 
-    def __init__(self, settings: Settings, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF_SECONDS,
-                 client: HttpClient | None = None) -> None:
+    def __init__(self, settings: Settings, spool: UploadSpool | None = None, *, attempts: int = ATTEMPTS,
+                 backoff: float = BACKOFF_SECONDS, client: HttpClient | None = None) -> None:
         self.default_url = settings.callback_url
+        self.spool = spool or UploadSpool(spool_directory(settings), None,
+                                          retry_seconds=settings.upload_retry_seconds,
+                                          retry_max_seconds=settings.upload_retry_max_seconds)
         self.attempts = attempts
         self.backoff = backoff
         self.client = client or HttpClient(timeout=REQUEST_TIMEOUT_SECONDS)
@@ -53,11 +62,17 @@ class CompletionCallbacks:
         document = callback_document(job)
         if job.details.get("commit_keys"):
             document["commit_keys"] = job.details["commit_keys"]
-        threading.Thread(target=self.deliver, args=(url, document), name=f"callback-{job.id[:8]}",
-                         daemon=True).start()
+        try:
+            self.spool.add(job.id, json.dumps(document).encode(), JSON_TYPE, url, method="POST", in_background=True)
+        except OSError as error:
+            # A data dir that cannot be written still gets its callbacks out, only not across a restart.
+            log.warning("callback not spooled; sent from memory", extra={
+                "event": "callback.not_spooled", "job_id": job.id, "reason": str(error)})
+            threading.Thread(target=self.deliver, args=(url, document), name=f"callback-{job.id[:8]}",
+                             daemon=True).start()
 
     def deliver(self, url: str, document: dict[str, Any]) -> bool:
-        """POST the document until the receiver takes it (2xx-4xx), retrying errors and 5xx with backoff."""
+        """Without the spool: POST the document until the receiver takes it (2xx-4xx), retrying errors and 5xx with backoff."""
         host = urllib.parse.urlsplit(url).hostname
 
         def retrying(attempt: int, status: int | None, reason: str | None) -> None:

@@ -8,15 +8,16 @@ import shutil
 import subprocess
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from server_responder.degraded import Degradations, is_storage_fault, write_fault
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.record import (
-    CANCELLED, INTERRUPTED, QUEUED, RUNNING, Job, JobSpool, job_status, new_job_id, utc_now,
+    CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, Job, JobSpool, job_status, new_job_id, utc_now,
 )
 from server_responder.jobs.runner import JobUser
 from server_responder.jobs.types import JobTypes
@@ -27,6 +28,9 @@ from server_responder.results.upload_spool import UploadSpool, UploadUrlStore, u
 from server_responder.settings import Settings
 
 log = logging.getLogger("server_responder.jobs")
+
+# Finished records the spool could not take stay readable from memory, the newest this many.
+UNSAVED_KEPT = 500
 
 
 class QueueFull(RuntimeError):
@@ -39,6 +43,10 @@ class NotAccepting(RuntimeError):
 
 class JobNotFound(KeyError):
     pass
+
+
+class DataDirUnwritable(RuntimeError):
+    """The job could not be spooled, so it was not accepted; the message names the cause."""
 
 
 class JobService:
@@ -62,11 +70,14 @@ class JobService:
         self._accepting = False
         self._stopping = False
         self._finished_listeners: list[Callable[[Job], None]] = []
-        self._spooled = 0
+        self._unsaved: OrderedDict[str, Job] = OrderedDict()
+        self.degradations = Degradations(settings.data_dir)
 
     def start(self) -> None:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self._recover()
+        self.spool.index_finished(self._active)
+        self._prune_spool()
         self._stopping = False
         self._accepting = True
         self._workers = [
@@ -139,10 +150,13 @@ class JobService:
             if len(self._queue) >= self.settings.queue_size:
                 raise QueueFull(f"the queue is full ({self.settings.queue_size} jobs waiting)")
             # Spooled, durably, before it is acknowledged: an accepted job survives a crash.
-            self.spool.save(job, durable=True)
+            try:
+                self.spool.save(job, durable=True)
+            except OSError as error:
+                raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
+            self.degradations.recovered("data_dir")
             self._queue.append(job)
             self._active[job.id] = job
-            self._spooled += 1
             self._condition.notify()
         log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
                                         "request_id": request_id, "results_location": job.results_location})
@@ -150,25 +164,24 @@ class JobService:
 
     def get(self, job_id: str) -> Job | None:
         with self._condition:
-            job = self._active.get(job_id)
-        if job is not None:
+            job = self._active.get(job_id) or self._unsaved.get(job_id)
+        if job is not None or not job_id.isalnum():
             return job
-        if not job_id.isalnum():
-            return None
-        path = self.spool.directory / f"{job_id}.json"
-        try:
-            return Job.from_json(path.read_bytes())
-        except (OSError, ValueError):
-            return None
+        return self.spool.load(job_id)
 
     def recent(self, limit: int = 50) -> list[Job]:
-        paths = sorted(self.spool.directory.glob("*.json"), key=_mtime, reverse=True)[:limit]
-        jobs = []
-        for path in paths:
-            job = self.get(path.stem)
+        """Queued and running jobs, newest first, then the last ones to finish."""
+        with self._condition:
+            jobs = sorted(self._active.values(), key=lambda job: job.created_at, reverse=True)
+            jobs.extend(reversed(self._unsaved.values()))
+        shown = {job.id for job in jobs}
+        for job_id in self.spool.recently_finished(limit):
+            if len(jobs) >= limit:
+                break
+            job = self.spool.load(job_id) if job_id not in shown else None
             if job is not None:
                 jobs.append(job)
-        return jobs
+        return jobs[:limit]
 
     def pending_for(self, key: str) -> Job | None:
         """The queued or running job that will write `key`, if any."""
@@ -211,17 +224,16 @@ class JobService:
                 if found is None:
                     raise JobNotFound(job_id)
                 return found
-            if job.status == QUEUED:
-                self._queue.remove(job)
-                job.status = CANCELLED
-                job.finished_at = utc_now()
-                job.error = "cancelled before it started"
-                self._condition.notify_all()
-            else:
+            if job.id in self._cancels:
+                # Running, or already being cancelled: its worker finishes it.
                 self._cancels[job.id].set()
                 return job
-        self._finish(job)
-        return job
+            # Taken off the queue; readers see it queued until its cancelled record is final.
+            self._queue.remove(job)
+            cancelled = self._cancels[job.id] = threading.Event()
+            cancelled.set()
+        return self._finish(replace(job, status=CANCELLED, finished_at=utc_now(),
+                                    error="cancelled before it started"))
 
     def _work(self) -> None:
         while True:
@@ -235,13 +247,17 @@ class JobService:
                 cancel = self._cancels[job.id] = threading.Event()
             try:
                 self._run(job, cancel)
-            except Exception:
+            except Exception as error:
                 log.exception("job runner fault", extra={"event": "job.fault", "job_id": job.id})
+                with self._condition:
+                    unfinished = job.id in self._active
+                if unfinished:
+                    self._finish(self._finished(job, JobOutcome(error=self._fault(error)), cancel, 0.0))
 
     def _run(self, job: Job, cancel: threading.Event) -> None:
         job.started_at = utc_now()
-        self.spool.save(job)
-        self.clock.job_started()
+        self._save_quietly(job)
+        self._quietly(self.clock.job_started, "data_dir")
         log.info("job started", extra={"event": "job.started", "job_id": job.id, "type": job.type,
                                        "request_id": job.request_id})
         started = time.monotonic()
@@ -254,7 +270,7 @@ class JobService:
                 outcome = self.types.executor(job.type).execute(context)
             except Exception as error:
                 log.exception("job failed in the service", extra={"event": "job.error", "job_id": job.id})
-                outcome = JobOutcome(error=f"internal error: {type(error).__name__}")
+                outcome = JobOutcome(error=self._fault(error))
         finally:
             self._remove_workspace(workspace)
         self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3)))
@@ -283,47 +299,110 @@ class JobService:
         with self._condition:
             self._pending_keys[job.id] = tuple(keys)
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job) -> Job:
+        """Make a finished job final: result stored, record spooled, then released from the active set.
+
+        Until released, readers see the live job, never final; once released they see the final record, and
+        the stored result is already there. Whatever fails on the way, the job is released and waiters wake.
+        """
         if job.finished_at is None:
-            job.finished_at = utc_now()
-        self._publish(job)
-        self.spool.save(job)
-        self.clock.job_finished()
-        # Only now, with the result stored and spooled, do readers stop seeing the job as active.
-        with self._condition:
-            self._active.pop(job.id, None)
-            self._cancels.pop(job.id, None)
-            self._pending_keys.pop(job.id, None)
-            self._condition.notify_all()
+            job = replace(job, finished_at=utc_now())
+        saved = False
+        try:
+            job = self._publish(job)
+            saved = self._save_final(job)
+        except Exception:
+            log.exception("job not finished cleanly", extra={"event": "job.finish_error", "job_id": job.id})
+        finally:
+            self._release(job, saved)
         log.info("job finished", extra={"event": "job.finished", "job_id": job.id, "type": job.type,
                                         "status": job.status, "exit_status": job.exit_status,
                                         "duration_s": job.duration_s, "request_id": job.request_id})
         for listener in self._finished_listeners:
-            try:
-                listener(job)
-            except Exception:
-                log.exception("job listener failed", extra={"event": "job.listener_error", "job_id": job.id})
-        self._prune_spool()
+            self._quietly(lambda: listener(job), None)
+        self._quietly(self._prune_spool, None)
+        return job
 
-    def _publish(self, job: Job) -> None:
+    def _publish(self, job: Job) -> Job:
+        """The job with its result document stored; a job whose result could not be stored is failed, never
+        succeeded, and says why."""
         try:
             put_json(self.store_for(job), job.results_location, job.result_document())
         except Exception as error:
-            job.error = job.error or f"result not stored: {error}"
+            reason = self._write_failed(error, "store")
             log.exception("result not stored", extra={"event": "job.store_error", "job_id": job.id})
+            note = f"result not stored: {reason}"
+            return replace(job, status=FAILED if job.status == SUCCEEDED else job.status,
+                           error=f"{job.error}; {note}" if job.error else note)
+        self.degradations.recovered("store")
+        return job
+
+    def _save_final(self, job: Job) -> bool:
+        """Spool the final record; when that fails, say so in the record, which then lives in memory only."""
+        try:
+            self.spool.save(job)
+        except Exception as error:
+            reason = self._write_failed(error, "data_dir")
+            log.error("job record not saved", extra={"event": "job.record_not_saved", "job_id": job.id,
+                                                     "reason": reason})
+            job.details = {**job.details, "record_not_saved": f"{reason}; this record is kept in memory only "
+                                                              "and is lost when the service restarts"}
+            # A stale queued or running record would make a restart run the job again, or call it interrupted.
+            self._quietly(lambda: self.spool.remove(job.id), None)
+            return False
+        self.degradations.recovered("data_dir")
+        return True
+
+    def _release(self, job: Job, saved: bool) -> None:
+        self._quietly(self.clock.job_finished, "data_dir")
+        with self._condition:
+            if not saved:
+                self._unsaved[job.id] = job
+                while len(self._unsaved) > UNSAVED_KEPT:
+                    self._unsaved.popitem(last=False)
+            self._active.pop(job.id, None)
+            self._cancels.pop(job.id, None)
+            self._pending_keys.pop(job.id, None)
+            self._condition.notify_all()
 
     def _prune_spool(self) -> None:
-        # Pruning lists the whole spool, so it waits until a tenth more than the retained jobs piled up.
-        retained = self.settings.jobs_retained
-        if self._spooled <= retained + max(1, retained // 10):
-            return
-        paths = sorted(self.spool.directory.glob("*.json"), key=_mtime, reverse=True)
-        for path in paths[retained:]:
-            with self._condition:
-                if path.stem in self._active:
-                    continue
-            path.unlink(missing_ok=True)
-        self._spooled = self.spool.count()
+        # In the order jobs finished, from the in-memory index: a step per record removed, no directory listing.
+        self.spool.prune(self.settings.jobs_retained, self.settings.jobs_retained_minutes * 60)
+
+    def _save_quietly(self, job: Job) -> None:
+        """A spool write the job can do without (its accepted record is already on disk)."""
+        try:
+            self.spool.save(job)
+        except OSError as error:
+            self._write_failed(error, "data_dir")
+        else:
+            self.degradations.recovered("data_dir")
+
+    def _quietly(self, action: Callable[[], Any], source: str | None) -> None:
+        """Run a step of finishing a job whose failure must not stop the rest."""
+        try:
+            action()
+        except Exception as error:
+            if source is not None and isinstance(error, OSError):
+                self._write_failed(error, source)
+            log.exception("job bookkeeping step failed", extra={"event": "job.listener_error"})
+
+    def _write_failed(self, error: BaseException, source: str) -> str:
+        """Record a failed write as a reason the service is degraded, and say what could not be written."""
+        data_dir = self.settings.data_dir
+        filename = getattr(error, "filename", None)
+        if filename and Path(filename).is_relative_to(data_dir):
+            source = "data_dir"
+        place = f"the data dir {data_dir}" if source == "data_dir" else f"the result store {self.settings.store}"
+        reason = write_fault(place, error)
+        self.degradations.failed(source, reason)
+        return reason
+
+    def _fault(self, error: Exception) -> str:
+        """What a job is told when the service failed running it."""
+        if is_storage_fault(error):
+            return f"the service could not write: {self._write_failed(error, 'data_dir')}"
+        return f"internal error: {type(error).__name__}"
 
     def _make_workspace(self, job_id: str) -> Path:
         workspace = self.settings.work_dir / job_id
@@ -344,10 +423,3 @@ class JobService:
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            check=False, env={"PATH": "/usr/bin:/bin"})
         shutil.rmtree(workspace, ignore_errors=True)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0

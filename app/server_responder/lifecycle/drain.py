@@ -95,11 +95,20 @@ class DrainSwitch:
                 return False
             reason = self.reason
             self.draining, self.reason, self.since = False, None, None
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as error:
+                log.warning("drain record not removed; a restart in this boot drains again", extra={
+                    "event": "drain.not_saved", "error": str(error)})
         log.info("drain lifted", extra={"event": "drain.lifted", "reason": reason})
         return True
 
     def _save(self) -> None:
         record: dict[str, Any] = {"draining": True, "reason": self.reason, "since": self.since,
                                   "boot_id": self.boot_id}
-        write_atomically(self.path, json.dumps(record).encode(), mode=0o644)
+        try:
+            write_atomically(self.path, json.dumps(record).encode(), mode=0o644)
+        except OSError as error:
+            # The drain is in force all the same; only a restart would forget it.
+            log.warning("drain not saved; it lasts until the service stops", extra={
+                "event": "drain.not_saved", "error": str(error)})

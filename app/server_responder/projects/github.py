@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import json
 import re
 import threading
@@ -18,6 +19,7 @@ from server_responder.jobs.record import Job
 from server_responder.jobs.service import JobService
 from server_responder.projects.git import InvalidProject, is_full_sha, validate_project
 
+log = logging.getLogger("server_responder.github")
 SIGNATURE_PREFIX = "sha256="
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
 _ZERO_SHA = re.compile(r"0+")
@@ -125,7 +127,6 @@ class DeliveryLog:
 
     def __init__(self, directory: Path, keep: int = 5000) -> None:
         self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.keep = keep
         self.lock = threading.Lock()
 
@@ -139,6 +140,8 @@ class DeliveryLog:
             return None
 
     def record(self, delivery: str, job_id: str) -> None:
+        # Made at the first record, so a data dir that cannot be written fails here, after the job is accepted.
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomically(self.directory / f"{delivery}.json", json.dumps({"job_id": job_id}).encode(), mode=0o600,
                          durable=True)
         self._prune()
@@ -187,5 +190,10 @@ class PushDeliveries:
                 return PushStart(first, self.jobs.get(first), redelivery=True)
             job = self.jobs.submit("github_push", spec, request_id=request_id)
             if delivery:
-                self.log.record(delivery, job.id)
+                try:
+                    self.log.record(delivery, job.id)
+                except OSError as error:
+                    # The job is accepted and runs; only a redelivery of this one would start it again.
+                    log.warning("delivery not recorded", extra={"event": "github.delivery_not_recorded",
+                                                                "delivery": delivery, "error": str(error)})
         return PushStart(job.id, job, redelivery=False)

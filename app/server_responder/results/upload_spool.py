@@ -1,8 +1,9 @@
 """Uploads that survive an unreachable S3 and a crash: spooled in the data dir first, then delivered.
 
 Each spooled upload is one file, `<header JSON line>\\n<body>`, written atomically. An upload goes to the
-remote store, or to a presigned URL a caller gave with the job. `UploadSpool.deliver_due` delivers what is
-due, oldest first, and backs off while a destination fails; the web layer calls it from an engine plugin.
+remote store, to a presigned URL a caller gave with the job (PUT), or is a completion callback (POST).
+`UploadSpool.deliver_due` delivers what is due, oldest first, and backs off while a destination fails; the
+web layer calls it from an engine plugin.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _PARTIAL_WRITE_AGE_SECONDS = 3600.0
 _MAX_HEADER_BYTES = 64 * 1024
 # Answers that say a presigned URL will never take the upload (expired, wrong signature, gone).
 _RETRYABLE_HTTP = frozenset({408, 425, 429})
+# What each HTTP method sends, as logs and counts name it.
+KINDS = {"PUT": "upload", "POST": "callback"}
 
 
 class UploadRefused(Exception):
@@ -47,6 +50,11 @@ class Upload:
     url: str | None
     queued_ns: int
     size: int
+    method: str = "PUT"
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.method]
 
     @property
     def destination(self) -> str:
@@ -74,19 +82,30 @@ class UploadSpool:
         self._store_retry_at = 0.0
         self._url_retries: dict[str, tuple[int, float]] = {}
 
-    def add(self, key: str, body: bytes, content_type: str, url: str | None = None) -> None:
-        """Spool an upload, then try it once unless its destination is failing; raises only for local faults."""
+    def add(self, key: str, body: bytes, content_type: str, url: str | None = None, *, method: str = "PUT",
+            in_background: bool = False) -> None:
+        """Spool an upload, then try it once unless its destination is failing; raises only for local faults.
+
+        `in_background` makes the spooled entry durable and tries it from a thread of its own, so the caller
+        never waits for the destination.
+        """
         validate_key(key, "key")
+        if method not in KINDS or (method != "PUT" and url is None):
+            raise ValueError(f"cannot spool a {method} to {'the store' if url is None else 'a URL'}")
         if url is not None:
             _check_url(url)
-        name = _entry_name(key, url)
-        header = {"key": key, "content_type": content_type, "url": url, "queued_ns": time.time_ns()}
+        name = _entry_name(key, url, method)
+        header = {"key": key, "content_type": content_type, "url": url, "queued_ns": time.time_ns(),
+                  "method": method}
         # Made durable only when it will stay: the usual upload succeeds at once and never needs the fsync.
         due = self._due(name, url, self.clock())
         with self._lock(name):
             write_atomically(self.directory / name, json.dumps(header).encode() + b"\n" + body, mode=0o600,
-                             durable=not due)
-        if due and not self._deliver(name):
+                             durable=in_background or not due)
+        if due and in_background:
+            threading.Thread(target=self._deliver, args=(name,), name=f"{KINDS[method]}-{name[:16]}",
+                             daemon=True).start()
+        elif due and not self._deliver(name):
             self._make_durable(name)
 
     def read(self, key: str) -> StoredObject | None:
@@ -120,8 +139,13 @@ class UploadSpool:
                 yield ObjectInfo(upload.key, upload.size, upload.queued_ns / 1e9)
 
     def counts(self) -> dict[str, int]:
-        return {"pending_uploads": sum(1 for _ in self.directory.glob("*" + UPLOAD_SUFFIX)),
-                "failed_uploads": sum(1 for _ in self.failed_directory.glob("*" + UPLOAD_SUFFIX))}
+        counts = {}
+        for state, directory in (("pending", self.directory), ("failed", self.failed_directory)):
+            names = [path.name for path in directory.glob("*" + UPLOAD_SUFFIX)]
+            callbacks = sum(name.startswith(_CALLBACK_PREFIX) for name in names)
+            counts[f"{state}_uploads"] = len(names) - callbacks
+            counts[f"{state}_callbacks"] = callbacks
+        return counts
 
     def deliver_due(self) -> None:
         """Deliver every due upload, oldest first. Never raises: it runs in a background monitor."""
@@ -129,7 +153,7 @@ class UploadSpool:
             now = self.clock()
             for upload in self.queued():
                 if self._due(upload.name, upload.url, now):
-                    self._deliver(upload.name)
+                    self._deliver(upload.name, due_at=now)
             self._remove_partial_writes()
         except Exception:
             log.exception("upload spool fault", extra={"event": "upload.fault"})
@@ -140,7 +164,7 @@ class UploadSpool:
                 return now >= self._store_retry_at
             return now >= self._url_retries.get(name, (0, 0.0))[1]
 
-    def _deliver(self, name: str) -> bool:
+    def _deliver(self, name: str, due_at: float | None = None) -> bool:
         path = self.directory / name
         with self._lock(name):
             try:
@@ -150,6 +174,9 @@ class UploadSpool:
             except ValueError:
                 self._quarantine(path, "unreadable spool entry")
                 return True
+            # Another thread may have tried it while this one waited for the lock.
+            if due_at is not None and not self._due(name, upload.url, due_at):
+                return False
             try:
                 self._send(upload, body)
             except UploadRefused as error:
@@ -164,7 +191,7 @@ class UploadSpool:
 
     def _send(self, upload: Upload, body: bytes) -> None:
         if upload.url is not None:
-            put_to_url(self.http, upload.url, body, upload.content_type)
+            send_to_url(self.http, upload.method, upload.url, body, upload.content_type)
         elif self.remote is None:
             raise StoreUnavailable("no remote store is configured for this spooled upload")
         else:
@@ -181,8 +208,8 @@ class UploadSpool:
                 attempts = self._url_retries.get(upload.name, (0, 0.0))[0] + 1
                 delay = self._backoff(attempts)
                 self._url_retries[upload.name] = (attempts, self.clock() + delay)
-        log.warning("upload failed; it stays spooled", extra={
-            "event": "upload.failed", "key": upload.key, "destination": upload.destination, "attempts": attempts,
+        log.warning(f"{upload.kind} failed; it stays spooled", extra={
+            "event": f"{upload.kind}.failed", "key": upload.key, "destination": upload.destination, "attempts": attempts,
             "retry_in_s": round(delay, 3), "reason": _reason(error)})
 
     def _delivered(self, upload: Upload) -> None:
@@ -191,9 +218,10 @@ class UploadSpool:
                 attempts, self._store_failures, self._store_retry_at = self._store_failures, 0, 0.0
             else:
                 attempts = self._url_retries.pop(upload.name, (0, 0.0))[0]
-        if attempts:
-            log.info("upload delivered after failures", extra={
-                "event": "upload.delivered", "key": upload.key, "destination": upload.destination,
+        # A callback's delivery is worth a line each time; an upload's only after it failed.
+        if attempts or upload.kind == "callback":
+            log.info(f"{upload.kind} delivered", extra={
+                "event": f"{upload.kind}.delivered", "key": upload.key, "destination": upload.destination,
                 "failed_attempts": attempts})
 
     def _backoff(self, attempts: int) -> float:
@@ -207,8 +235,9 @@ class UploadSpool:
             return
         with self._state:
             self._url_retries.pop(path.name, None)
-        log.error("upload abandoned", extra={
-            "event": "upload.abandoned", "key": upload.key if upload else None,
+        kind = upload.kind if upload else "upload"
+        log.error(f"{kind} abandoned", extra={
+            "event": f"{kind}.abandoned", "key": upload.key if upload else None,
             "destination": upload.destination if upload else None, "reason": reason,
             "kept_in": str(self.failed_directory)})
 
@@ -305,11 +334,11 @@ def upload_targets(location: str, upload_urls: Mapping[str, Any]) -> dict[str, s
     return targets
 
 
-def put_to_url(client: HttpClient, url: str, body: bytes, content_type: str) -> None:
-    """HTTP PUT of one object; UploadRefused when the answer says retrying cannot help."""
+def send_to_url(client: HttpClient, method: str, url: str, body: bytes, content_type: str) -> None:
+    """One HTTP PUT or POST; UploadRefused when the answer says retrying cannot help."""
     _check_url(url)
     try:
-        answer = client.request("PUT", url, body=body, headers={"Content-Type": content_type})
+        answer = client.request(method, url, body=body, headers={"Content-Type": content_type})
     except HttpFailure as error:
         raise StoreUnavailable(f"the upload URL is unreachable: {error}") from None
     if answer.status < 300:
@@ -324,17 +353,29 @@ def _check_url(url: str) -> None:
         raise ValueError("upload URLs must be http or https URLs")
 
 
-def _entry_name(key: str, url: str | None) -> str:
-    kind, identity = ("store", key) if url is None else ("url", url)
+_CALLBACK_PREFIX = "callback-"
+
+
+def _entry_name(key: str, url: str | None, method: str = "PUT") -> str:
+    # A presigned URL names one object; a callback URL takes many documents, told apart by their key.
+    if url is None:
+        kind, identity = "store", key
+    elif method == "PUT":
+        kind, identity = "url", url
+    else:
+        kind, identity = _CALLBACK_PREFIX.rstrip("-"), f"{key}\n{url}"
     return f"{kind}-{hashlib.sha256(identity.encode()).hexdigest()[:40]}{UPLOAD_SUFFIX}"
 
 
 def _parse_header(line: bytes, name: str, size: int) -> Upload:
     try:
         header = json.loads(line)
+        method = header.get("method", "PUT")
+        if method not in KINDS:
+            raise ValueError(f"method {method!r}")
         return Upload(name, validate_key(header["key"], "key"), str(header["content_type"]), header.get("url"),
-                      int(header["queued_ns"]), size)
-    except (KeyError, TypeError, ValueError) as error:
+                      int(header["queued_ns"]), size, method)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{name}: {error}") from None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from server_responder import __version__
 from server_responder.jobs.record import Job
 from server_responder.jobs.requests import parse_job_request, parse_legacy_form
-from server_responder.jobs.service import JobNotFound, NotAccepting, QueueFull
+from server_responder.jobs.service import DataDirUnwritable, JobNotFound, NotAccepting, QueueFull
 from server_responder.jobs.types import JobRequest, RequestError, Unauthorized, UnsupportedJobType
 from server_responder.responder import Responder
 from server_responder.results.keys import InvalidKey, validate_key
@@ -133,8 +133,9 @@ class StatusApi:
         return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,
-                **self.responder.counts()}
+        degraded = self.responder.jobs.degradations.reasons()
+        return {"status": "degraded" if degraded else "ok", "degraded": degraded, "version": __version__,
+                "accepting": self.responder.jobs.accepting, **self.responder.counts()}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
         return self.responder.types.index()
@@ -152,6 +153,9 @@ def submission_errors() -> Iterator[None]:
         raise HttpError(429, "queue_full", str(error), headers={"Retry-After": "5"}) from None
     except NotAccepting as error:
         raise HttpError(503, "not_accepting", str(error), headers={"Retry-After": "60"}) from None
+    except DataDirUnwritable as error:
+        # Nothing was accepted: the job is neither spooled nor queued.
+        raise HttpError(507, "insufficient_storage", str(error), headers={"Retry-After": "60"}) from None
 
 
 def _parsed(parse):

@@ -58,7 +58,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Submit a job with the original form protocol (api_token or signature, payload, command)",
         {"200": _json("FormResult", "The job finished within sync_wait_seconds"),
          "202": _json("FormPending", "Still running; poll /jobs/{job_id}"),
-         **_errors(400, 401, 413, 429, 501, 503)},
+         **_errors(400, 401, 413, 429, 501, 503, 507)},
         requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
             "type": "object", "required": ["payload"],
             "properties": {"api_token": {"type": "string"}, "signature": {"type": "string"},
@@ -68,7 +68,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/jobs"): _op(
         "Submit a job: with the API token, or a signed script without it",
         {"200": _json("Job", "The job finished within ?wait"), "202": _json("Job", "Accepted"),
-         **_errors(400, 401, 413, 415, 429, 501, 503)},
+         **_errors(400, 401, 413, 415, 429, 501, 503, 507)},
         parameters=[_WAIT],
         requestBody={"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
@@ -122,7 +122,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "404 when no github_secret is set",
         {"200": _json("WebhookAnswer", "ping answered, or a redelivery: the job the first delivery started"),
          "202": _json("WebhookAnswer", "push accepted (the job), or the event or branch deletion ignored"),
-         **_errors(400, 401, 404, 413, 429, 503)},
+         **_errors(400, 401, 404, 413, 429, 503, 507)},
         parameters=_GITHUB_HEADERS,
         requestBody={"required": True, "content": {
             "application/json": {"schema": {"type": "object"}},
@@ -150,6 +150,9 @@ _COUNTS = {"running_jobs": {"type": "integer", "minimum": 0}, "queued_jobs": {"t
 _UPLOAD_COUNTS = {
     "pending_uploads": {"type": "integer", "description": "Spooled results not yet delivered"},
     "failed_uploads": {"type": "integer", "description": "Uploads a presigned URL refused, kept in the data dir"},
+    "pending_callbacks": {"type": "integer", "description": "Completion callbacks spooled, not yet delivered"},
+    "failed_callbacks": {"type": "integer", "description": "Completion callbacks a receiver refused (4xx), kept in "
+                                                           "the data dir"},
 }
 _SUMMARY_KEYS = ("id", "type", "status", "exit_status", "created_at", "started_at", "finished_at", "duration_s",
                  "results_location")
@@ -174,8 +177,12 @@ SCHEMAS: dict[str, Any] = {
                         "pending_uploads": {"type": "integer", "description": "Results not yet in the store: the "
                                                                               "box is kept up a while for them"},
                         "draining": {"type": "boolean"}, "drained": {"type": "boolean"}}),
-    "Health": _object({"status": {"const": "ok"}, "version": {"type": "string"}, "accepting": {"type": "boolean"},
-                       **_COUNTS, **_UPLOAD_COUNTS}, required=["status", "version", "accepting", *_COUNTS]),
+    "Health": _object({"status": {"enum": ["ok", "degraded"]},
+                       "degraded": {"type": "array", "items": {"type": "string"},
+                                    "description": "Why the service cannot fully work (a data dir it cannot write, "
+                                                   "a failing result store); empty when the status is ok"},
+                       "version": {"type": "string"}, "accepting": {"type": "boolean"},
+                       **_COUNTS, **_UPLOAD_COUNTS}, required=["status", "degraded", "version", "accepting", *_COUNTS]),
     "Index": {"type": "array", "items": _object({
         "type": {"type": "string"},
         "fields": {"type": "object", "additionalProperties": {"type": "string"},
