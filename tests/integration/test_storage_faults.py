@@ -28,19 +28,10 @@ class Disk:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.filler = path / "filler"
-        self.binds: list[Path] = []
 
-    def data_dir(self, lock_elsewhere: Path | None = None) -> Path:
-        """The data dir on this disk; with `lock_elsewhere`, its lock file is bound in from another disk, since
-        the service keeps that file open for writing, which would stop a remount read-only (a kernel that
-        remounts after errors forces it)."""
+    def data_dir(self) -> Path:
         data = self.path / "data"
         data.mkdir(exist_ok=True)
-        if lock_elsewhere is not None:
-            lock_elsewhere.touch()
-            (data / "serve.lock").touch()
-            subprocess.run(["mount", "--bind", str(lock_elsewhere), str(data / "serve.lock")], check=True)
-            self.binds.append(data / "serve.lock")
         return data
 
     def fill(self) -> None:
@@ -73,8 +64,6 @@ def disk(tmp_path: Path):
     try:
         yield disk
     finally:
-        for bound in disk.binds:
-            subprocess.run(["umount", "-l", str(bound)], check=False)
         subprocess.run(["mount", "-o", "remount,rw", str(path)], check=False)
         if subprocess.run(["umount", str(path)], check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(path)], check=False)
@@ -135,7 +124,7 @@ def test_jobs_finishing_on_a_full_disk_fail_truthfully_and_leave_nothing_stuck(d
 
 
 def test_a_read_only_data_dir_refuses_jobs_with_507_and_still_drains(disk, make_responder, tmp_path):
-    responder = make_responder(data_dir=disk.data_dir(lock_elsewhere=tmp_path / "serve.lock"), github_secret="hook-secret", api_key=TOKEN)
+    responder = make_responder(data_dir=disk.data_dir(), github_secret="hook-secret", api_key=TOKEN)
     assert responder.submit("print(1)", language="python")["status"] == "succeeded"
     disk.read_only()
     place = f"the data dir {disk.path / 'data'} is read-only"
