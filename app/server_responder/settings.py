@@ -79,6 +79,10 @@ class Settings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue_size: int = 64
     max_body_bytes: int = 1024 * 1024
+    http_threads: int = 32
+    max_connections_per_client: int = 16
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 60.0
     default_timeout: float = 300.0
     max_timeout: float = 3600.0
     kill_grace_seconds: float = 5.0
@@ -273,6 +277,10 @@ def _validate(s: Settings) -> None:
     check(s.workers >= 1, "workers", "must be at least 1")
     check(s.queue_size >= 1, "queue_size", "must be at least 1")
     check(s.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+    check(1 <= s.http_threads <= 1024, "http_threads", "must be between 1 and 1024")
+    check(s.max_connections_per_client >= 0, "max_connections_per_client", "must not be negative (0: no bound)")
+    check(s.request_header_timeout > 0, "request_header_timeout", "must be positive")
+    check(s.request_body_timeout > 0, "request_body_timeout", "must be positive")
     check(s.default_timeout > 0, "default_timeout", "must be positive")
     check(s.max_timeout >= s.default_timeout, "max_timeout", "must be at least default_timeout")
     check(s.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")

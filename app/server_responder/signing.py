@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 
 SIGNATURE_PREFIX = "v1:"
+# Unix times past this (the year 10000) are not times a signature could mean.
+MAX_EXPIRES = 253402300800
 
 
 class SignatureError(ValueError):
@@ -57,11 +59,16 @@ def verify_script(secret: str, signature: object, script: str, language: str, re
                   expires: object, now: float | None = None, max_age: int = 0) -> None:
     """Raise SignatureError unless `signature` signs exactly these fields, has not expired and, with a
     `max_age` (seconds, 0 for none), expires no later than that from now."""
-    if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
+    if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX) or not signature.isascii():
         raise SignatureError("signature is malformed")
-    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
+    if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)
+                                or not 0 <= expires < MAX_EXPIRES):
         raise SignatureError("expires must be an integer Unix time or null")
-    expected = _digest(secret, canonical_message(script, language, results_location, expires))
+    try:
+        message = canonical_message(script, language, results_location, expires)
+    except UnicodeEncodeError:
+        raise SignatureError("the signed fields must be valid Unicode text") from None
+    expected = _digest(secret, message)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise SignatureError("signature does not match the script, language, results_location and expires")
     now = now if now is not None else time.time()
@@ -80,9 +87,12 @@ def legacy_signature(secret: str, script: str) -> str:
 
 
 def verify_legacy(secret: str, signature: object, script: str) -> None:
-    if not isinstance(signature, str):
+    if not isinstance(signature, str) or not signature.isascii():
         raise SignatureError("signature is malformed")
-    expected = legacy_signature(secret, script)
+    try:
+        expected = legacy_signature(secret, script)
+    except UnicodeEncodeError:
+        raise SignatureError("the script must be valid Unicode text") from None
     # Ruby's Base64.encode64 wrapped lines and added a newline; clients sent that form.
     given = "".join(signature.split())
     if not hmac.compare_digest(expected.encode(), given.encode()):

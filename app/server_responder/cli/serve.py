@@ -24,7 +24,10 @@ def serve(args: argparse.Namespace) -> int:
     from server_responder.instance_lock import DataDirInUse, hold_data_dir
     from server_responder.logging_setup import configure_logging
     from server_responder.responder import Responder, ensure_api_key
-    from server_responder.web.app import IdleWatchPlugin, ResponderPlugin, UploadPlugin, build_app, server_config
+    from server_responder.web.app import (
+        IdleWatchPlugin, ResponderPlugin, UploadPlugin, build_app, connection_limits, server_config,
+    )
+    from server_responder.web.server import install_server
 
     settings = load_settings(args, host=args.host, port=args.port)
     try:
@@ -35,7 +38,8 @@ def serve(args: argparse.Namespace) -> int:
     settings, generated = ensure_api_key(settings)
     configure_logging(settings.log_dir, settings.secrets())
     responder = Responder.create(settings)
-    cherrypy.config.update(server_config(settings.host, settings.port))
+    cherrypy.config.update(server_config(settings))
+    install_server(connection_limits(settings))
     cherrypy.tree.mount(build_app(responder), "")
     ResponderPlugin(cherrypy.engine, responder).subscribe()
     UploadPlugin(cherrypy.engine, responder).subscribe()

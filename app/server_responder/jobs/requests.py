@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from server_responder import signing
+from server_responder import safe_json, signing
 from server_responder.http_client import InvalidDestination, checked_destination
 from server_responder.jobs.types import (
     JobRequest, JobTypes, RequestError, RequestField, Unauthorized, refuse_unknown,
@@ -16,8 +15,14 @@ from server_responder.jobs.types import (
 from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.settings import Settings
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 MAX_ENV_ENTRIES = 100
+# The kernel refuses an environment string over 128 KiB and bounds all of argv and the environment together.
+MAX_ENV_ENTRY_BYTES = 32 * 1024
+MAX_ENV_BYTES = 128 * 1024
+# A key's segments are file names in the local store, where a name has at most 255 bytes; the store adds up to
+# this much to the last segment (`_artifact_files` and its `@data` file).
+MAX_LOCATION_SEGMENT = 255 - len("_artifact_files@data")
 
 
 _STRING = {"type": "string"}
@@ -103,9 +108,9 @@ def parse_legacy_form(params: Mapping[str, Any], settings: Settings, types: JobT
     if not isinstance(raw, str) or not raw.strip():
         raise RequestError("payload", "is required: a JSON object as a string")
     try:
-        payload = json.loads(raw)
-    except ValueError as error:
-        raise RequestError("payload", f"is not valid JSON: {error.msg} at position {error.pos}") from None
+        payload = safe_json.loads(raw)
+    except safe_json.UnsafeJson as error:
+        raise RequestError("payload", f"is not acceptable JSON: {error}") from None
     if not isinstance(payload, dict):
         raise RequestError("payload", "must be a JSON object")
     command = params.get("command")
@@ -169,9 +174,19 @@ def script_field(body: Mapping[str, Any]) -> str:
     script = body.get("script")
     if not isinstance(script, str) or not script.strip():
         raise RequestError("script", "is required: the script's source as a non-empty string")
-    if "\x00" in script:
-        raise RequestError("script", "must not contain NUL characters")
+    check_text("script", script)
     return script
+
+
+def check_text(field: str, text: str) -> None:
+    """Text that is handed to a process or written to a file: no NUL, and it must encode to UTF-8."""
+    if "\x00" in text:
+        raise RequestError(field, "must not contain NUL characters")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise RequestError(field, "must be valid Unicode text (no lone UTF-16 surrogates)") from None
 
 
 def location_field(body: Mapping[str, Any]) -> str | None:
@@ -179,18 +194,24 @@ def location_field(body: Mapping[str, Any]) -> str | None:
     if location is None:
         return None
     try:
-        return validate_key(location, "results_location")
+        validate_key(location, "results_location")
     except InvalidKey as error:
         raise RequestError("results_location", str(error).removeprefix("results_location ")) from None
+    longest = max(location.split("/"), key=len)
+    if len(longest) > MAX_LOCATION_SEGMENT:
+        raise RequestError("results_location", f"a path segment of {len(longest)} characters is longer than "
+                                               f"{MAX_LOCATION_SEGMENT}")
+    return location
 
 
 def timeout_field(body: Mapping[str, Any], settings: Settings) -> float:
     timeout = body.get("timeout")
     if timeout is None:
         return settings.default_timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise RequestError("timeout", "must be a number of seconds")
-    if not 0 < timeout <= settings.max_timeout:
+    # Compared before any conversion: an integer too large for a float is simply out of range.
+    if not 0 < timeout <= settings.max_timeout or not math.isfinite(timeout):
         raise RequestError("timeout", f"must be more than 0 and at most {settings.max_timeout:g} seconds")
     return float(timeout)
 
@@ -203,11 +224,20 @@ def env_field(body: Mapping[str, Any]) -> dict[str, str]:
         raise RequestError("env", "must be an object of NAME: value strings")
     if len(env) > MAX_ENV_ENTRIES:
         raise RequestError("env", f"at most {MAX_ENV_ENTRIES} variables")
+    total = 0
     for name, value in env.items():
-        if not _ENV_NAME.fullmatch(name):
-            raise RequestError("env", f"{name!r} is not a valid variable name")
-        if not isinstance(value, str) or "\x00" in value:
-            raise RequestError("env", f"{name} must be a string without NUL characters")
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            shown = name[:64] if isinstance(name, str) else name
+            raise RequestError("env", f"{shown!r} is not a valid variable name (letters, digits, _; at most 256)")
+        if not isinstance(value, str):
+            raise RequestError("env", f"{name} must be a string")
+        check_text(f"env.{name}", value)
+        size = len(name) + 1 + len(value.encode())
+        if size > MAX_ENV_ENTRY_BYTES:
+            raise RequestError("env", f"{name} is {size} bytes; at most {MAX_ENV_ENTRY_BYTES} for one variable")
+        total += size + 1
+    if total > MAX_ENV_BYTES:
+        raise RequestError("env", f"{total} bytes in all; at most {MAX_ENV_BYTES}")
     return dict(env)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server_responder import safe_json
 from server_responder.files import write_atomically
 from server_responder.jobs.record import Job
 from server_responder.jobs.service import JobService
@@ -61,9 +62,9 @@ def delivery_payload(content_type: str, body: bytes) -> dict[str, Any]:
     else:
         raise DeliveryError("Content-Type", "must be application/json or application/x-www-form-urlencoded")
     try:
-        payload = json.loads(text)
-    except ValueError:
-        raise DeliveryError("body", "is not valid JSON") from None
+        payload = safe_json.loads(text)
+    except safe_json.UnsafeJson as error:
+        raise DeliveryError("body", f"is not acceptable JSON: {error}") from None
     if not isinstance(payload, dict):
         raise DeliveryError("body", "must be a JSON object")
     return payload

@@ -8,7 +8,7 @@ from typing import Any
 
 from server_responder.http_client import InvalidDestination
 from server_responder.jobs import callbacks
-from server_responder.jobs.requests import env_field, location_field, timeout_field
+from server_responder.jobs.requests import check_text, env_field, location_field, timeout_field
 from server_responder.jobs.types import JobRequest, RequestError, RequestField, refuse_unknown
 from server_responder.projects import git
 from server_responder.projects import github
@@ -82,8 +82,9 @@ def command_field(body: Mapping[str, Any], settings: Settings) -> str:
         return settings.default_command
     if not isinstance(command, str) or not command.strip():
         raise RequestError("command", "must be a non-empty string")
-    if "\x00" in command or len(command) > MAX_COMMAND_LENGTH:
-        raise RequestError("command", f"must be at most {MAX_COMMAND_LENGTH} characters without NUL")
+    if len(command) > MAX_COMMAND_LENGTH:
+        raise RequestError("command", f"must be at most {MAX_COMMAND_LENGTH} characters")
+    check_text("command", command)
     return command
 
 
@@ -138,7 +139,13 @@ def parse_project_request(body: Mapping[str, Any], settings: Settings) -> JobReq
     if not isinstance(method, str) or method.upper() not in REQUEST_METHODS:
         raise RequestError("request_method", f"must be one of {', '.join(REQUEST_METHODS)}")
     request_body = body.get("request_body", "")
-    if not isinstance(request_body, str) or len(request_body.encode()) > MAX_REQUEST_BODY:
+    if not isinstance(request_body, str):
+        raise RequestError("request_body", f"must be a string of at most {MAX_REQUEST_BODY} bytes")
+    try:
+        size = len(request_body.encode())
+    except UnicodeEncodeError:
+        raise RequestError("request_body", "must be valid Unicode text (no lone UTF-16 surrogates)") from None
+    if size > MAX_REQUEST_BODY:
         raise RequestError("request_body", f"must be a string of at most {MAX_REQUEST_BODY} bytes")
     content_type = body.get("request_content_type", "application/x-www-form-urlencoded")
     if not isinstance(content_type, str) or not _CONTENT_TYPE.fullmatch(content_type):

@@ -10,12 +10,14 @@ from cherrypy.process.plugins import Monitor, SimplePlugin
 
 from server_responder.lifecycle.idle_watch import IdleWatch
 from server_responder.responder import Responder
+from server_responder.settings import Settings
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
 from server_responder.web.last_request import RequestRecorder
 from server_responder.web.lifecycle import LifecycleApi
 from server_responder.web.pages import PagesApi
+from server_responder.web.server import SERVER_NAME, ConnectionLimits
 
 lifecycle_log = logging.getLogger("server_responder.lifecycle")
 
@@ -40,14 +42,25 @@ def build_app(responder: Responder) -> cherrypy.Application:
         "/": {
             # Bodies are read by the routes themselves, bounded, so a webhook can verify the raw bytes.
             "request.process_request_body": False,
-            "request.show_tracebacks": False,
-            "request.error_response": json_unexpected_error,
-            "error_page.default": json_error_page,
             "tools.encode.on": False,
-            "response.headers.server": "server-responder",
+            # The routes parse the query string themselves (bounded, undecodable bytes replaced); CherryPy's
+            # own decoding would answer 404 to bytes that are not UTF-8.
+            "request.query_string_encoding": "latin-1",
+            **ERROR_CONFIG,
         }
     }
     return cherrypy.Application(router, "", config)
+
+
+# Errors as JSON without tracebacks or versions, also for requests CherryPy refuses before it reaches the
+# application's own config (so they are global settings too).
+ERROR_CONFIG = {
+    "request.show_tracebacks": False,
+    "request.show_mismatched_params": False,
+    "request.error_response": json_unexpected_error,
+    "error_page.default": json_error_page,
+    "response.headers.server": SERVER_NAME,
+}
 
 
 class ResponderPlugin(SimplePlugin):
@@ -102,15 +115,22 @@ class IdleWatchPlugin(Monitor):
             lifecycle_log.exception("idle check failed", extra={"event": "idle.check_error"})
 
 
-def server_config(host: str, port: int) -> dict:
+def server_config(settings: Settings) -> dict:
     return {
         "environment": "production",
-        "server.socket_host": host,
-        "server.socket_port": port,
-        # Body limits are enforced by the routes, which answer 413 as JSON.
-        "server.max_request_body_size": 0,
-        "server.thread_pool": 16,
+        "server.socket_host": settings.host,
+        "server.socket_port": settings.port,
+        # The routes answer 413 themselves; the server refuses what is larger before reading it.
+        "server.max_request_body_size": settings.max_body_bytes,
+        "server.thread_pool": settings.http_threads,
         "engine.autoreload.on": False,
         "log.screen": False,
         "checker.on": False,
+        **ERROR_CONFIG,
     }
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(header_timeout=settings.request_header_timeout,
+                            body_timeout=settings.request_body_timeout,
+                            per_client=settings.max_connections_per_client)

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cherrypy
+from cheroot.errors import MaxSizeExceeded
 
+from server_responder import safe_json
 from server_responder.signing import tokens_match
 
 log = logging.getLogger("server_responder.web")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORM_TYPE = "application/x-www-form-urlencoded"
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+MAX_QUERY_FIELDS = 1000
 
 
 class HttpError(Exception):
@@ -109,9 +113,9 @@ class Incoming:
         if not self.body.strip():
             raise HttpError(400, "bad_request", "body: a JSON object is required", field="body")
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise HttpError(400, "bad_request", f"body: malformed JSON ({error})", field="body") from None
+            return safe_json.loads(self.body)
+        except safe_json.UnsafeJson as error:
+            raise HttpError(400, "bad_request", f"body: {error}", field="body") from None
 
     def bearer_token(self) -> str | None:
         header = self.headers.get("Authorization", "")
@@ -135,7 +139,7 @@ class Incoming:
         try:
             value = float(raw)
         except ValueError:
-            raise HttpError(400, "bad_request", f"{name}: must be a number of seconds", field=name) from None
+            raise HttpError(400, "bad_request", f"{name}: must be a number", field=name) from None
         if not 0 <= value <= maximum:
             raise HttpError(400, "bad_request", f"{name}: must be between 0 and {maximum:g}", field=name)
         return value
@@ -143,25 +147,44 @@ class Incoming:
 
 def _pairs(text: str) -> dict[str, str]:
     try:
-        return dict(urllib.parse.parse_qsl(text or "", keep_blank_values=True, max_num_fields=1000))
+        return dict(urllib.parse.parse_qsl(text or "", keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS))
     except ValueError:
-        raise HttpError(400, "bad_request", "query or form: too many fields") from None
+        raise HttpError(400, "bad_request", f"query or form: more than {MAX_QUERY_FIELDS} fields") from None
 
 
 def _read_body(limit: int) -> bytes:
     request = cherrypy.serving.request
     length = request.headers.get("Content-Length")
     if length is not None:
-        if not length.isdigit():
-            raise HttpError(400, "bad_request", "Content-Length: must be a number")
+        if not _CONTENT_LENGTH.fullmatch(length):
+            raise HttpError(400, "bad_request", "Content-Length: must be a number of bytes")
         if int(length) > limit:
-            raise HttpError(413, "payload_too_large", f"body: larger than max_body_bytes ({limit} bytes)")
+            raise _too_large(limit)
     if not request.body or request.body.fp is None:
         return b""
-    data = request.body.fp.read(limit + 1) if length is None else request.body.fp.read(int(length))
+    try:
+        data = request.body.fp.read(limit + 1) if length is None else request.body.fp.read(int(length))
+    except TimeoutError:
+        raise HttpError(408, "request_timeout", "body: not received in time (request_body_timeout)") from None
+    except MaxSizeExceeded:
+        raise _too_large(limit) from None
+    except ValueError as error:
+        # cheroot's reader of chunked bodies says what is malformed.
+        raise HttpError(400, "bad_request", f"body: {error}", field="body") from None
+    except OSError as error:
+        if "Too Large" in str(error):
+            raise _too_large(limit) from None
+        raise HttpError(400, "bad_request", "body: the connection broke while it was read", field="body") from None
     if len(data) > limit:
-        raise HttpError(413, "payload_too_large", f"body: larger than max_body_bytes ({limit} bytes)")
+        raise _too_large(limit)
+    if length is not None and len(data) < int(length):
+        raise HttpError(400, "bad_request", f"body: {len(data)} bytes, shorter than its Content-Length ({length})",
+                        field="body")
     return data
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "payload_too_large", f"body: larger than max_body_bytes ({limit} bytes)", field="body")
 
 
 def json_body(data: Any) -> bytes:
@@ -183,8 +206,12 @@ class Router:
         self._cors_origins = frozenset(cors_origins)
 
     @cherrypy.expose
-    def default(self, *_segments: str, **_params: str) -> bytes:
-        incoming = Incoming(self._api_key, self._max_body_bytes)
+    def default(self, /, *_segments: str, **_params: str) -> bytes:
+        # Positional-only: a query parameter named `self` is just a parameter.
+        try:
+            incoming = Incoming(self._api_key, self._max_body_bytes)
+        except HttpError as error:
+            return self._render_error(error)
         cherrypy.serving.response.headers["X-Request-Id"] = incoming.request_id
         cherrypy.serving.request.request_id = incoming.request_id
         self._allow_origin(incoming)
@@ -257,14 +284,20 @@ class Router:
 
 _STATUS_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                   405: "method_not_allowed", 408: "request_timeout", 411: "length_required",
-                  413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type"}
+                  413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+                  431: "request_header_fields_too_large", 500: "internal_error", 503: "service_unavailable"}
+
+
+def status_error(status: int) -> str:
+    """The `error` word of a status the router or the HTTP server answers with."""
+    return _STATUS_ERRORS.get(status, "error")
 
 
 def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
     """CherryPy's own errors (bad requests it rejects before routing) as JSON, without tracebacks."""
     code = int(str(status).split()[0])
     cherrypy.serving.response.headers["Content-Type"] = "application/json"
-    return json.dumps(error_document(_STATUS_ERRORS.get(code, "error"), message))
+    return json.dumps(error_document(status_error(code), message))
 
 
 def json_unexpected_error() -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from server_responder import safe_json
+
 log = logging.getLogger("server_responder.web")
 
 REDACTED = "<redacted>"
@@ -99,8 +101,8 @@ def _body_fields(content_type: str, body: bytes) -> tuple[list[tuple[str, Any]],
         return pairs, f"{size} of form data"
     if content_type in ("application/json", ""):
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            document = safe_json.loads(body)
+        except safe_json.UnsafeJson:
             return [], f"{size}, not valid JSON"
         if isinstance(document, dict):
             return list(document.items()), f"{size} of JSON"

@@ -1,0 +1,352 @@
+"""The HTTP server: CherryPy's cheroot, made safe to face the network.
+
+- A request's line and headers are gathered by the connection selector, without a worker thread, so clients
+  that send headers slowly (or never) cannot occupy the threads; a worker gets the connection once the
+  headers are complete. Headers must arrive within `request_header_timeout`, a body within
+  `request_body_timeout` (each read also waits at most `socket_timeout`).
+- Each client address may hold `max_connections_per_client` connections; more are answered 503 at once.
+- Everything cheroot answers by itself (malformed framing, oversized headers, timeouts) is JSON of the same
+  shape as the application's errors, and no response names the server software's version.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import cherrypy
+from cheroot import errors
+from cheroot.makefile import MakeFile, StreamReader
+from cheroot.makefile import io as buffered_io
+from cheroot.server import HeaderReader, HTTPConnection
+from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
+
+from server_responder.web.http import error_document, json_body, status_error
+
+SERVER_NAME = "server-responder"
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 100
+# Headers that must appear at most once: two of them make the request's framing or target ambiguous.
+_SINGLE_HEADERS = (b"content-length", b"transfer-encoding", b"host")
+_DIGITS = frozenset(b"0123456789")
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float
+    body_timeout: float
+    per_client: int  # 0: no bound
+
+
+class TooManyHeaders(errors.MaxSizeExceeded):
+    """More header lines than MAX_HEADER_COUNT."""
+
+
+class _RequestStream(socket.SocketIO):
+    """The connection's socket as a raw stream: bytes gathered ahead are served first, and each read waits at
+    most until the current deadline (and at most the idle timeout)."""
+
+    def __init__(self, sock: socket.socket, idle_timeout: float) -> None:
+        super().__init__(sock, "rb")
+        self.read_ahead = bytearray()
+        self.deadline: float | None = None
+        self.idle_timeout = idle_timeout
+        self.timed_out = False
+        # Bytes the current request may still read from the socket; None between requests.
+        self.budget: int | None = None
+
+    def readinto(self, buffer) -> int | None:
+        if self.read_ahead:
+            count = min(len(buffer), len(self.read_ahead))
+            buffer[:count] = self.read_ahead[:count]
+            del self.read_ahead[:count]
+            return count
+        if self.budget is not None and self.budget < 0:
+            raise errors.MaxSizeExceeded("the request is larger than its limits")
+        if self.deadline is None:
+            return self._counted(super().readinto(buffer))
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self.timed_out = True
+            raise TimeoutError("timed out")
+        self._sock.settimeout(min(self.idle_timeout, remaining))
+        try:
+            return self._counted(super().readinto(buffer))
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        finally:
+            self._sock.settimeout(self.idle_timeout)
+
+    def _counted(self, count: int | None) -> int | None:
+        if count and self.budget is not None:
+            self.budget -= count
+        return count
+
+    def gather(self, limit: int) -> int | None:
+        """Read what has arrived, without waiting, into `read_ahead`: bytes read, 0 at end of stream, None if
+        nothing was there."""
+        self._sock.settimeout(0)
+        try:
+            data = self._sock.recv(limit)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return 0
+        finally:
+            self._sock.settimeout(self.idle_timeout)
+        self.read_ahead += data
+        return len(data)
+
+
+class _RequestReader(StreamReader):
+    """cheroot's buffered socket reader, over a _RequestStream."""
+
+    def __init__(self, stream: _RequestStream, bufsize: int) -> None:
+        buffered_io.BufferedReader.__init__(self, stream, bufsize)
+        self.bytes_read = 0
+
+
+class _CheckedHeaderReader(HeaderReader):
+    """cheroot's header parsing, refusing what would make a request ambiguous or unbounded: too many lines,
+    repeated framing headers, a Content-Length that is not plain digits, Content-Length with
+    Transfer-Encoding, a transfer coding other than chunked, and an HTTP/1.1 request without Host."""
+
+    def __init__(self, request: ResponderRequest) -> None:
+        self.request = request
+
+    def __call__(self, rfile, hdict=None):
+        lines = _CountedHeaderLines(rfile)
+        headers = super().__call__(lines, hdict)
+        length = headers.get(b"Content-Length")
+        if length is not None and not (0 < len(length) <= 18 and set(length) <= _DIGITS):
+            raise ValueError("Content-Length: must be a number of bytes")
+        coding = headers.get(b"Transfer-Encoding")
+        if coding is not None:
+            if length is not None:
+                raise ValueError("Content-Length and Transfer-Encoding: a request may have only one of them")
+            if coding.strip().lower() != b"chunked" or self.request.request_protocol != b"HTTP/1.1":
+                raise ValueError("Transfer-Encoding: only chunked, on HTTP/1.1, is supported")
+        if self.request.request_protocol == b"HTTP/1.1" and not headers.get(b"Host"):
+            raise ValueError("Host: HTTP/1.1 requires a Host header")
+        return headers
+
+
+class _CountedHeaderLines:
+    """The header block's lines as HeaderReader reads them, counted, with repeated framing headers refused."""
+
+    def __init__(self, rfile) -> None:
+        self.rfile = rfile
+        self.count = 0
+        self.seen: set[bytes] = set()
+
+    def readline(self, size=None) -> bytes:
+        line = self.rfile.readline()
+        self.count += 1
+        if self.count > MAX_HEADER_COUNT + 1:
+            raise TooManyHeaders(f"more than {MAX_HEADER_COUNT} header fields")
+        name = line.partition(b":")[0].strip().lower()
+        if name in _SINGLE_HEADERS:
+            if name in self.seen:
+                raise ValueError(f"{name.decode().title()}: given more than once")
+            self.seen.add(name)
+        return line
+
+
+# cheroot's own statuses that the service answers differently: a request in a version or coding it does not
+# speak is the client's mistake.
+_STATUS_INSTEAD = {501: 400, 505: 400}
+
+
+def error_response(status: int, detail: str, extra_headers: tuple[str, ...] = ()) -> bytes:
+    """A complete JSON error response that closes the connection."""
+    body = json_body(error_document(status_error(status), detail))
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", f"Server: {SERVER_NAME}", "Connection: close", *extra_headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+class ResponderRequest(CPWSGIHTTPRequest):
+    """cheroot's request, with the header checks above, deadlines and JSON errors."""
+
+    def __init__(self, server, conn) -> None:
+        super().__init__(server, conn)
+        self.header_reader = _CheckedHeaderReader(self)
+        self.request_protocol = b""
+
+    def parse_request(self) -> None:
+        stream = self.conn.stream
+        limits = self.server.limits
+        stream.deadline = self.conn.header_deadline or time.monotonic() + limits.header_timeout
+        # Chunk-size lines are read whole: the budget bounds them with the body.
+        stream.budget = MAX_HEADER_BYTES + self.server.max_request_body_size + 64 * 1024
+        super().parse_request()
+        if self.ready:
+            stream.deadline = time.monotonic() + limits.body_timeout
+            # Unread chunks or trailers are not worth resynchronising the stream for.
+            if self.chunked_read:
+                self.close_connection = True
+
+    def read_request_headers(self) -> bool:
+        try:
+            return super().read_request_headers()
+        except errors.MaxSizeExceeded as error:
+            detail = str(error) or f"the header block is larger than {MAX_HEADER_BYTES} bytes"
+            self.simple_response("431 Request Header Fields Too Large", f"headers: {detail}")
+            return False
+
+    def send_headers(self) -> None:
+        # A body that timed out or broke leaves the stream unusable: answer, then close.
+        if self.conn.stream.timed_out:
+            self.close_connection = True
+        super().send_headers()
+
+    def simple_response(self, status, msg="") -> None:
+        code = int(str(status)[:3])
+        detail = msg if isinstance(msg, str) else msg.decode("latin-1")
+        if code == 505:
+            detail = "HTTP version: only HTTP/1.0 and HTTP/1.1 are served"
+        code = _STATUS_INSTEAD.get(code, code)
+        self.close_connection = True
+        try:
+            self.conn.wfile.write(error_response(code, detail or HTTPStatus(code).phrase))
+        except OSError as error:
+            if error.args[0] not in errors.socket_errors_to_ignore:
+                raise
+
+
+class ResponderConnection(HTTPConnection):
+    RequestHandlerClass = ResponderRequest
+
+    def __init__(self, server, sock, makefile=MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        self.rfile.close()  # the reader cheroot made; ours reads through the stream below
+        self.stream = _RequestStream(sock, server.timeout)
+        self.rfile = _RequestReader(self.stream, self.rbufsize)
+        self.header_deadline: float | None = None
+        self._scanned = 0
+        self.admitted = False
+        self.counted_as: str | None = None
+        self._closed = False
+
+    def gather_headers(self) -> str:
+        """Called by the selector: "ready" when the header block is complete (or too large, or the client
+        stopped sending, for cheroot to answer), "waiting", "late" past the header deadline, "gone"."""
+        now = time.monotonic()
+        if self.header_deadline is None:
+            self.header_deadline = now + self.server.limits.header_timeout
+        elif now >= self.header_deadline:
+            return "late"
+        ahead = self.stream.read_ahead
+        got = self.stream.gather(MAX_HEADER_BYTES + 1 - len(ahead))
+        if got == 0:
+            return "ready" if ahead else "gone"
+        start = max(0, self._scanned - 3)
+        self._scanned = len(ahead)
+        if ahead.find(b"\n\r\n", start) >= 0 or ahead.find(b"\n\n", start) >= 0 or len(ahead) > MAX_HEADER_BYTES:
+            return "ready"
+        return "waiting"
+
+    def communicate(self) -> bool:
+        try:
+            return super().communicate()
+        finally:
+            # Between requests the selector watches the connection, under the idle timeout.
+            self.stream.deadline = None
+            self.stream.budget = None
+            self.header_deadline = None
+            self._scanned = 0
+
+    def refuse(self, status: int, detail: str, extra_headers: tuple[str, ...] = ()) -> None:
+        """Answer from the selector thread without waiting for the client, then close."""
+        try:
+            self.socket.settimeout(0)
+            self.socket.send(error_response(status, detail, extra_headers))
+            self.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            super().close()
+        finally:
+            self.server.release(self)
+
+
+class ResponderHTTPServer(CPWSGIServer):
+    """CherryPy's WSGI server with the connection handling described in this module."""
+
+    version = SERVER_NAME
+    ConnectionClass = ResponderConnection
+
+    def __init__(self, server_adapter, limits: ConnectionLimits) -> None:
+        super().__init__(server_adapter)
+        # CPWSGIServer installs its request class on the connection class; ours extends it.
+        self.ConnectionClass.RequestHandlerClass = ResponderRequest
+        self.server_name = SERVER_NAME
+        self.software = SERVER_NAME
+        self.max_request_header_size = MAX_HEADER_BYTES
+        self.limits = limits
+        self._clients: Counter[str] = Counter()
+        self._clients_lock = threading.Lock()
+
+    def process_conn(self, conn: ResponderConnection) -> None:
+        if not conn.admitted and not self._admit(conn):
+            return
+        if conn.rfile.has_data():
+            # A pipelined request, already read: the worker reads the rest under the header deadline.
+            super().process_conn(conn)
+            return
+        state = conn.gather_headers()
+        if state == "ready":
+            super().process_conn(conn)
+        elif state == "waiting":
+            self._connections.put(conn)
+            # The selector closes a connection unused for `timeout` seconds: make that the header deadline
+            # when it comes first.
+            remaining = conn.header_deadline - time.monotonic()
+            conn.last_used = time.time() - max(0.0, self.timeout - remaining)
+        elif state == "late":
+            conn.refuse(408, f"headers: not complete within {self.limits.header_timeout:g} s "
+                             "(request_header_timeout)")
+        else:
+            conn.close()
+
+    def _admit(self, conn: ResponderConnection) -> bool:
+        client = str(conn.remote_addr or "")
+        conn.admitted = True
+        with self._clients_lock:
+            bound = self.limits.per_client
+            if bound and self._clients[client] >= bound:
+                admitted = False
+            else:
+                self._clients[client] += 1
+                admitted = True
+        if not admitted:
+            conn.refuse(503, f"this address already has {bound} connections open (max_connections_per_client)",
+                        ("Retry-After: 5",))
+            return False
+        conn.counted_as = client
+        return True
+
+    def release(self, conn: ResponderConnection) -> None:
+        client, conn.counted_as = conn.counted_as, None
+        if client is None:
+            return
+        with self._clients_lock:
+            self._clients[client] -= 1
+            if self._clients[client] <= 0:
+                del self._clients[client]
+
+
+def install_server(limits: ConnectionLimits) -> None:
+    """Make CherryPy serve with ResponderHTTPServer; call after the server settings are in cherrypy.config."""
+    cherrypy.server.instance = ResponderHTTPServer(cherrypy.server, limits)
