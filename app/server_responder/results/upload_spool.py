@@ -8,6 +8,7 @@ due, oldest first, and backs off while a destination fails; the web layer calls 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,9 +18,9 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from server_responder.files import write_atomically
+from server_responder.files import stream_atomically
 from server_responder.http_client import HttpClient, HttpFailure
 from server_responder.results.keys import artifact_key, validate_key
 from server_responder.results.store import ObjectInfo, ResultStore, StoredObject, StoreUnavailable
@@ -76,6 +77,10 @@ class UploadSpool:
 
     def add(self, key: str, body: bytes, content_type: str, url: str | None = None) -> None:
         """Spool an upload, then try it once unless its destination is failing; raises only for local faults."""
+        self.add_file(key, io.BytesIO(body), content_type, url)
+
+    def add_file(self, key: str, source: BinaryIO, content_type: str, url: str | None = None) -> None:
+        """`add` of what `source` reads, copied into the spool a chunk at a time."""
         validate_key(key, "key")
         if url is not None:
             _check_url(url)
@@ -84,8 +89,8 @@ class UploadSpool:
         # Made durable only when it will stay: the usual upload succeeds at once and never needs the fsync.
         due = self._due(name, url, self.clock())
         with self._lock(name):
-            write_atomically(self.directory / name, json.dumps(header).encode() + b"\n" + body, mode=0o600,
-                             durable=not due)
+            stream_atomically(self.directory / name, source, head=json.dumps(header).encode() + b"\n", mode=0o600,
+                              durable=not due)
         if due and not self._deliver(name):
             self._make_durable(name)
 
@@ -252,6 +257,9 @@ class SpooledStore:
     def put(self, key: str, body: bytes, content_type: str) -> None:
         self.spool.add(key, body, content_type)
 
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        self.spool.add_file(key, source, content_type)
+
     def get(self, key: str) -> StoredObject | None:
         return self.spool.read(validate_key(key, "key")) or self.remote.get(key)
 
@@ -283,6 +291,14 @@ class UploadUrlStore:
         self.inner.put(key, body, content_type)
         if key in self.urls:
             self.spool.add(key, body, content_type, url=self.urls[key])
+
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        """Streamed twice when the object has a URL, so `source` must be seekable."""
+        start = source.tell()
+        self.inner.put_file(key, source, size, content_type)
+        if key in self.urls:
+            source.seek(start)
+            self.spool.add_file(key, source, content_type, url=self.urls[key])
 
     def get(self, key: str) -> StoredObject | None:
         return self.inner.get(key)
