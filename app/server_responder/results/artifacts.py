@@ -60,7 +60,7 @@ class Artifacts:
 
 
 class _WalkEnded(Exception):
-    """No later entry can be stored: the count limit is reached, or as many entries were examined as may be."""
+    """No later entry can be stored: the count limit is reached."""
 
 
 class ArtifactUnreadable(OSError):
@@ -94,6 +94,7 @@ class _Walk:
         self.limits = limits
         self.found = found
         self.entries_left = limits.entries_examined
+        self.cut_short = False
 
     def skip(self, name: str, reason: str) -> None:
         shown = name.encode(errors="surrogateescape").decode(errors="replace")
@@ -127,8 +128,10 @@ class _Walk:
         with os.scandir(descriptor) as entries:
             for entry in entries:
                 if self.entries_left <= 0:
-                    self.skip(shown, "too many entries: the rest were not examined")
-                    raise _WalkEnded
+                    if not self.cut_short:
+                        self.cut_short = True
+                        self.skip(shown, "too many entries: the rest were not examined")
+                    break
                 self.entries_left -= 1
                 names.append(entry.name)
         return sorted(names)
