@@ -11,26 +11,6 @@ import pytest
 MIB = 1024 * 1024
 
 
-def peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-
-def reset_peak_rss(pid: int) -> None:
-    """From now on VmHWM counts from the current RSS (a kernel feature since Linux 4.0)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def peak_growth_while(responder, action) -> tuple[int, object]:
-    pid = responder.process.pid
-    reset_peak_rss(pid)
-    before = peak_rss_bytes(pid)
-    outcome = action()
-    return peak_rss_bytes(pid) - before, outcome
-
-
 def pattern(size: int) -> bytes:
     """Bytes that differ along the file, so a stored copy that is cut or shifted does not match."""
     block = bytes(range(251))
@@ -110,7 +90,7 @@ def test_links_fifos_and_hard_links_inside_artifacts(hostile_box):
 
 def test_a_2_gb_sparse_file_is_skipped_without_the_service_reading_it(make_responder):
     box = make_responder()
-    growth, job = peak_growth_while(box, lambda: box.submit(
+    growth, job = box.peak_memory_growth(lambda: box.submit(
         "truncate -s 2G artifacts/big.bin && echo small > artifacts/small.txt", language="bash",
         results_location="big/1"))
     assert job["status"] == "succeeded", (job["stderr"], job["error"])
@@ -135,7 +115,7 @@ def test_a_file_exactly_at_the_per_file_limit_is_stored_whole_and_one_byte_more_
 def test_a_30_mb_artifact_is_streamed_not_held_in_memory(make_responder):
     size = 30 * MIB
     box = make_responder(artifact_file_limit_bytes=40 * MIB)
-    growth, job = peak_growth_while(box, lambda: box.submit(
+    growth, job = box.peak_memory_growth(lambda: box.submit(
         PATTERN_SCRIPT.format(size=size, name="large.bin"), results_location="large/1"))
     assert job["status"] == "succeeded", (job["stderr"], job["error"])
     assert [(a["name"], a["size"]) for a in job["artifacts"]] == [("large.bin", size)]

@@ -19,8 +19,8 @@ from server_responder.results.store import ObjectInfo, StoredObject, StoreUnavai
 
 log = logging.getLogger("server_responder.store")
 _MISSING = ("NoSuchKey", "404", "NotFound")
-# A streamed object is sent in parts of this size, one at a time, so one part is all it holds in memory.
-_STREAMED_PART_BYTES = 8 * 1024 * 1024
+# A streamed object is sent in parts of S3's smallest part size, one at a time: one part is all it holds in memory.
+_STREAMED_PART_BYTES = 5 * 1024 * 1024
 _STREAMED = TransferConfig(multipart_threshold=_STREAMED_PART_BYTES, multipart_chunksize=_STREAMED_PART_BYTES,
                            max_concurrency=1, use_threads=False)
 

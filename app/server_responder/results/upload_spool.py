@@ -149,14 +149,15 @@ class UploadSpool:
         path = self.directory / name
         with self._lock(name):
             try:
-                upload, body = _load(path)
+                upload, body = _open_body(path)
             except FileNotFoundError:
                 return True
             except ValueError:
                 self._quarantine(path, "unreadable spool entry")
                 return True
             try:
-                self._send(upload, body)
+                with body:
+                    self._send(upload, body)
             except UploadRefused as error:
                 self._quarantine(path, str(error), upload)
                 return True
@@ -167,13 +168,14 @@ class UploadSpool:
         self._delivered(upload)
         return True
 
-    def _send(self, upload: Upload, body: bytes) -> None:
+    def _send(self, upload: Upload, body: BinaryIO) -> None:
+        """Send the entry's body, read from the spool a chunk at a time."""
         if upload.url is not None:
-            put_to_url(self.http, upload.url, body, upload.content_type)
+            put_to_url(self.http, upload.url, body, upload.content_type, size=upload.size)
         elif self.remote is None:
             raise StoreUnavailable("no remote store is configured for this spooled upload")
         else:
-            self.remote.put(upload.key, body, upload.content_type)
+            self.remote.put_file(upload.key, body, upload.size, upload.content_type)
 
     def _failed(self, upload: Upload, error: Exception) -> None:
         with self._state:
@@ -321,11 +323,14 @@ def upload_targets(location: str, upload_urls: Mapping[str, Any]) -> dict[str, s
     return targets
 
 
-def put_to_url(client: HttpClient, url: str, body: bytes, content_type: str) -> None:
-    """HTTP PUT of one object; UploadRefused when the answer says retrying cannot help."""
+def put_to_url(client: HttpClient, url: str, body: bytes | BinaryIO, content_type: str,
+               size: int | None = None) -> None:
+    """HTTP PUT of one object, bytes or a stream of `size` bytes; UploadRefused when the answer says retrying
+    cannot help."""
     _check_url(url)
+    headers = {"Content-Type": content_type, **({} if size is None else {"Content-Length": str(size)})}
     try:
-        answer = client.request("PUT", url, body=body, headers={"Content-Type": content_type})
+        answer = client.request("PUT", url, body=body, headers=headers)
     except HttpFailure as error:
         raise StoreUnavailable(f"the upload URL is unreachable: {error}") from None
     if answer.status < 300:
@@ -355,12 +360,22 @@ def _parse_header(line: bytes, name: str, size: int) -> Upload:
 
 
 def _load_header(path: Path) -> Upload:
-    with path.open("rb") as handle:
+    upload, handle = _open_body(path)
+    handle.close()
+    return upload
+
+
+def _open_body(path: Path) -> tuple[Upload, BinaryIO]:
+    """An entry's header, and its file positioned at the body, for streaming it."""
+    handle = path.open("rb")
+    try:
         line = handle.readline(_MAX_HEADER_BYTES)
-        size = path.stat().st_size - len(line)
-    if not line.endswith(b"\n"):
-        raise ValueError(f"{path.name}: no header line")
-    return _parse_header(line, path.name, size)
+        if not line.endswith(b"\n"):
+            raise ValueError(f"{path.name}: no header line")
+        return _parse_header(line, path.name, os.fstat(handle.fileno()).st_size - len(line)), handle
+    except BaseException:
+        handle.close()
+        raise
 
 
 def _load(path: Path) -> tuple[Upload, bytes]:
