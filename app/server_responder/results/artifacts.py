@@ -82,6 +82,10 @@ def store_artifacts(workspace: Path, location: str, store: ResultStore, limits: 
         pass
     finally:
         os.close(workspace_fd)
+    if found.skipped:
+        # One line per job: a job can leave hundreds of links.
+        log.warning("artifacts skipped", extra={"event": "artifact.skipped", "location": location,
+                                                "skipped": len(found.skipped), "first": found.skipped[0]})
     if found.stored:
         put_json(store, artifact_index_key(location), found.stored)
     return found
@@ -101,7 +105,6 @@ class _Walk:
         if len(shown) > _SHOWN_NAME_CHARACTERS:
             shown = shown[:_SHOWN_NAME_CHARACTERS] + "..."
         self.found.skipped.append({"name": shown, "reason": reason})
-        log.warning("artifact skipped", extra={"event": "artifact.skipped", "artifact": shown, "reason": reason})
 
     def directory(self, parent_fd: int, entry: str, name: str) -> None:
         """Walk the directory `entry` of `parent_fd`, whose artifact names start with `name`."""
