@@ -104,6 +104,20 @@ class RunningResponder:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def peak_memory_growth(self, action: Callable[[], Any]) -> tuple[int, Any]:
+        """How far the service's peak RSS (VmHWM) rose above its RSS while `action` ran, and what it returned."""
+        status = Path(f"/proc/{self.process.pid}/status")
+
+        def peak() -> int:
+            line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+            return int(line.split()[1]) * 1024
+
+        # Writing 5 to clear_refs starts VmHWM again from the current RSS (Linux 4.0 and later).
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        before = peak()
+        outcome = action()
+        return peak() - before, outcome
+
     def request(self, method: str, path: str, *, body: Any = None, data: bytes | None = None,
                 headers: dict[str, str] | None = None, token: str | None | bool = True,
                 timeout: float = 60) -> HttpAnswer:

@@ -7,7 +7,7 @@ import json
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import urllib3
@@ -69,9 +69,9 @@ class HttpClient:
                                          cert_reqs="CERT_REQUIRED" if verify_certificates else "CERT_NONE",
                                          assert_hostname=None if verify_certificates else False)
 
-    def request(self, method: str, url: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-                attempts: int = 1, backoff: float = 0.0, on_retry: RetryListener | None = None,
-                limit: int = MAX_ANSWER_BYTES) -> Answer:
+    def request(self, method: str, url: str, *, body: bytes | BinaryIO | None = None,
+                headers: Mapping[str, str] | None = None, attempts: int = 1, backoff: float = 0.0,
+                on_retry: RetryListener | None = None, limit: int = MAX_ANSWER_BYTES) -> Answer:
         retries = _ListenedRetry(total=attempts - 1, connect=None, read=None, redirect=0, status=None,
                                  allowed_methods=None, status_forcelist=range(500, 600), backoff_factor=backoff,
                                  raise_on_status=False, raise_on_redirect=False, respect_retry_after_header=False,

@@ -87,7 +87,9 @@ class Settings:
     max_timeout: float = 3600.0
     kill_grace_seconds: float = 5.0
     output_limit_bytes: int = 1024 * 1024
+    artifact_file_limit_bytes: int = 20 * 1024 * 1024
     artifact_limit_bytes: int = 50 * 1024 * 1024
+    artifact_count_limit: int = 200
     sync_wait_seconds: float = 30.0
     job_user: str = ""
     languages: Mapping[str, tuple[str, ...]] = field(default_factory=default_languages)
@@ -285,7 +287,9 @@ def _validate(s: Settings) -> None:
     check(s.max_timeout >= s.default_timeout, "max_timeout", "must be at least default_timeout")
     check(s.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")
     check(s.output_limit_bytes >= 1, "output_limit_bytes", "must be positive")
+    check(s.artifact_file_limit_bytes >= 0, "artifact_file_limit_bytes", "must not be negative")
     check(s.artifact_limit_bytes >= 0, "artifact_limit_bytes", "must not be negative")
+    check(s.artifact_count_limit >= 0, "artifact_count_limit", "must not be negative")
     check(s.sync_wait_seconds >= 0, "sync_wait_seconds", "must not be negative")
     check(s.upload_retry_seconds > 0, "upload_retry_seconds", "must be positive")
     check(s.upload_retry_max_seconds >= s.upload_retry_seconds, "upload_retry_max_seconds",

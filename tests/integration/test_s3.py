@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -426,3 +427,75 @@ def test_presign_refuses_what_it_cannot_sign(tmp_path):
 def test_every_results_command_has_help(tmp_path):
     for command in ("cat", "prune", "presign"):
         assert cli(command, "--help", env=dict(os.environ)).returncode == 0
+
+
+HOSTILE_ARTIFACTS_SCRIPT = """\
+ln -s {data_dir}/api_token artifacts/token
+ln -s {data_dir} artifacts/data
+mkfifo artifacts/pipe
+truncate -s 2G artifacts/sparse.bin
+head -c {limit} /dev/urandom > artifacts/at-limit.bin
+head -c $(({limit} + 1)) /dev/urandom > artifacts/over.bin
+sha256sum artifacts/at-limit.bin
+"""
+
+
+def test_only_regular_files_within_the_limits_reach_s3(s3_responder, s3):
+    limit = 1_000_000
+    responder = s3_responder(artifact_file_limit_bytes=limit)
+    job = responder.submit(HOSTILE_ARTIFACTS_SCRIPT.format(data_dir=responder.data_dir, limit=limit),
+                           language="bash", results_location="hostile/1")
+    assert job["status"] == "succeeded", (job["stderr"], job["error"])
+    wait_until(lambda: pending_uploads(responder) == 0, "uploads delivered")
+    objects = s3.objects()
+    assert set(objects) == {"hostile/1", "hostile/1_artifact_files", "hostile/1_artifact_files_at-limit.bin"}
+    stored = objects["hostile/1_artifact_files_at-limit.bin"][0]
+    assert len(stored) == limit and hashlib.sha256(stored).hexdigest() == job["stdout"].split()[0]
+    document = json.loads(objects["hostile/1"][0])
+    assert {entry["name"]: entry["reason"] for entry in document["skipped_artifacts"]} == {
+        "token": "symbolic link", "data": "symbolic link", "pipe": "not a regular file",
+        "sparse.bin": f"over the per-file limit ({2 * 1024 ** 3} bytes > {limit})",
+        "over.bin": f"over the per-file limit ({limit + 1} bytes > {limit})"}
+    assert responder.token.encode() not in b"".join(body for body, _ in objects.values())
+
+
+def test_a_30_mb_artifact_is_streamed_through_the_spool_to_s3(s3_responder, s3):
+    size = 30 * 1024 * 1024
+    responder = s3_responder(artifact_file_limit_bytes=40 * 1024 * 1024)
+
+    def run_and_deliver():
+        job = responder.submit(f"head -c {size} /dev/urandom > artifacts/large.bin && sha256sum artifacts/large.bin",
+                               language="bash", results_location="large/s3")
+        wait_until(lambda: pending_uploads(responder) == 0, "uploads delivered")
+        return job
+
+    growth, job = responder.peak_memory_growth(run_and_deliver)
+    assert job["status"] == "succeeded", (job["stderr"], job["error"])
+    assert growth < size // 2, f"the service's peak RSS grew by {growth} bytes for a {size}-byte artifact"
+    stored = s3.client().get_object(Bucket=BUCKET, Key=PREFIX + "large/s3_artifact_files_large.bin")["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == job["stdout"].split()[0]
+
+
+def test_presigned_urls_get_streamed_artifacts_and_never_links(make_responder, s3):
+    size = 30 * 1024 * 1024
+    box = make_responder(artifact_file_limit_bytes=40 * 1024 * 1024)
+    caller_env = {**box.env, **s3.env()}
+    signed = cli("presign", "--store", STORE, "--location", "presigned/big", "--artifact", "large.bin",
+                 "--artifact", "token", "--expires-in", "600", env=caller_env)
+    assert signed.returncode == 0, signed.stderr
+    script = (f"head -c {size} /dev/urandom > artifacts/large.bin && sha256sum artifacts/large.bin\n"
+              f"ln -s {box.data_dir}/api_token artifacts/token\n")
+
+    def run_and_deliver():
+        job = box.submit(script, language="bash", **json.loads(signed.stdout))
+        wait_until(lambda: pending_uploads(box) == 0, "uploads delivered")
+        return job
+
+    growth, job = box.peak_memory_growth(run_and_deliver)
+    assert job["status"] == "succeeded", (job["stderr"], job["error"])
+    assert job["skipped_artifacts"] == [{"name": "token", "reason": "symbolic link"}]
+    assert growth < size // 4, f"the service's peak RSS grew by {growth} bytes for a {size}-byte artifact"
+    objects = s3.objects()
+    assert set(objects) == {"presigned/big", "presigned/big_artifact_files_large.bin"}
+    assert hashlib.sha256(objects["presigned/big_artifact_files_large.bin"][0]).hexdigest() == \
+        job["stdout"].split()[0]

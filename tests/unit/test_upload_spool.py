@@ -1,12 +1,15 @@
 """The upload spool against a store that can be switched off and a real HTTP server on loopback."""
 
 import http.server
+import io
 import json
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from server_responder.results.artifacts import BoundedFile
 from server_responder.results.keys import artifact_key
 from server_responder.results.local import LocalResultStore
 from server_responder.results.store import StoreUnavailable, get_json, put_json
@@ -24,12 +27,15 @@ class SwitchableStore(LocalResultStore):
         self.received: list[str] = []
 
     def put(self, key, body, content_type):
+        self.put_file(key, io.BytesIO(body), len(body), content_type)
+
+    def put_file(self, key, source, size, content_type):
         self.calls += 1
         if self.fault is not None:
             raise self.fault
         if self.down:
             raise StoreUnavailable("the store is down")
-        super().put(key, body, content_type)
+        super().put_file(key, source, size, content_type)
         self.received.append(key)
 
 
@@ -247,3 +253,33 @@ def test_non_http_upload_urls_are_refused(tmp_path):
     spool = UploadSpool(tmp_path / "uploads", None)
     with pytest.raises(ValueError):
         spool.add("k", b"", "text/plain", url="file:///etc/passwd")
+
+
+def test_a_streamed_object_with_a_url_is_stored_and_put_there_whole(tmp_path, target):
+    source_path = tmp_path / "large.bin"
+    body = bytes(range(256)) * 12_000
+    source_path.write_bytes(body + b"written after the size was taken")
+    local = LocalResultStore(tmp_path / "results")
+    spool = UploadSpool(tmp_path / "uploads", None)
+    key = artifact_key("jobs/one", "large.bin")
+    store = UploadUrlStore(local, spool, upload_targets("jobs/one", {"artifacts": {"large.bin": target.url("/l")}}))
+    descriptor = os.open(source_path, os.O_RDONLY)
+    try:
+        store.put_file(key, BoundedFile(descriptor, len(body)), len(body), "application/octet-stream")
+    finally:
+        os.close(descriptor)
+    assert local.get(key).body == body
+    assert target.received["/l?X-Amz-Signature=abc"] == (body, "application/octet-stream")
+    assert spool.counts()["pending_uploads"] == 0
+
+
+def test_a_streamed_put_while_the_store_is_down_is_delivered_later_from_the_spool(tmp_path, remote, clock):
+    store, spool = spooled(tmp_path, remote, clock)
+    remote.down = True
+    body = b"spooled bytes " * 100_000
+    store.put_file("results/big", io.BytesIO(body), len(body), "application/octet-stream")
+    assert spool.counts()["pending_uploads"] == 1 and store.get("results/big").body == body
+    remote.down = False
+    clock.advance(60)
+    spool.deliver_due()
+    assert spool.counts()["pending_uploads"] == 0 and remote.get("results/big").body == body

@@ -26,6 +26,7 @@ class JobOutcome:
     truncated: bool = False
     timed_out: bool = False
     artifacts: tuple[dict[str, Any], ...] = ()
+    skipped_artifacts: tuple[dict[str, str], ...] = ()
     error: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 

@@ -62,6 +62,7 @@ class Job:
     truncated: bool = False
     timed_out: bool = False
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    skipped_artifacts: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
@@ -97,6 +98,7 @@ class Job:
             "finished_at": self.finished_at,
             "duration_s": self.duration_s,
             "artifacts": self.artifacts,
+            "skipped_artifacts": self.skipped_artifacts,
             **self.details,
         }
 

@@ -7,7 +7,7 @@ import shlex
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.requests import SCRIPT_FIELDS, parse_script
 from server_responder.jobs.types import JobType
-from server_responder.results.artifacts import store_artifacts
+from server_responder.results.artifacts import ArtifactLimits, store_artifacts
 
 SCRIPT_SUFFIXES = {"python": ".py", "ruby": ".rb", "node": ".js", "bash": ".sh", "sh": ".sh"}
 
@@ -20,10 +20,10 @@ class ScriptExecutor:
         script_path.write_text(context.spec["script"])
         script_path.chmod(0o640)
         process = context.run([*interpreter, script_path.name])
-        artifacts = store_artifacts(context.workspace / "artifacts", context.results_location, context.store,
-                                    context.settings.artifact_limit_bytes)
+        artifacts = store_artifacts(context.workspace, context.results_location, context.store,
+                                    ArtifactLimits.of(context.settings))
         return JobOutcome.of_process(process, cmd_run=shlex.join([*interpreter, script_path.name]),
-                                     artifacts=tuple(artifacts))
+                                     artifacts=tuple(artifacts.stored), skipped_artifacts=tuple(artifacts.skipped))
 
 
 def script_job_type() -> JobType:

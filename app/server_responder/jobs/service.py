@@ -287,6 +287,7 @@ class JobService:
             job, exit_status=outcome.exit_status, signal=outcome.signal, cmd_run=outcome.cmd_run,
             stdout=outcome.stdout, stderr=outcome.stderr, output=outcome.output, truncated=outcome.truncated,
             timed_out=outcome.timed_out, artifacts=list(outcome.artifacts), error=error, details=details,
+            skipped_artifacts=list(outcome.skipped_artifacts),
             duration_s=duration_s, finished_at=utc_now(),
             status=job_status(exit_status=outcome.exit_status, error=error, timed_out=outcome.timed_out,
                               cancelled=cancel.is_set(), interrupted=interrupted))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from server_responder.files import write_atomically
+from server_responder.files import stream_atomically, write_atomically
 from server_responder.results.keys import validate_key
 from server_responder.results.store import ObjectInfo, StoredObject
 
@@ -30,10 +31,17 @@ class LocalResultStore:
         return self.root / (key + suffix)
 
     def put(self, key: str, body: bytes, content_type: str) -> None:
+        write_atomically(self._typed_data_path(key, content_type), body)
+
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        stream_atomically(self._typed_data_path(key, content_type), source)
+
+    def _typed_data_path(self, key: str, content_type: str) -> Path:
+        """Where `key`'s bytes go, once its directory exists and its content type is written."""
         data_path = self._path(key, _DATA_SUFFIX)
         data_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         write_atomically(self._path(key, _TYPE_SUFFIX), content_type.encode())
-        write_atomically(data_path, body)
+        return data_path
 
     def get(self, key: str) -> StoredObject | None:
         try:

@@ -6,9 +6,11 @@ import logging
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,6 +19,10 @@ from server_responder.results.store import ObjectInfo, StoredObject, StoreUnavai
 
 log = logging.getLogger("server_responder.store")
 _MISSING = ("NoSuchKey", "404", "NotFound")
+# A streamed object is sent in parts of S3's smallest part size, one at a time: one part is all it holds in memory.
+_STREAMED_PART_BYTES = 5 * 1024 * 1024
+_STREAMED = TransferConfig(multipart_threshold=_STREAMED_PART_BYTES, multipart_chunksize=_STREAMED_PART_BYTES,
+                           max_concurrency=1, use_threads=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,14 @@ class S3ResultStore:
         extra = {"ACL": "public-read"} if self.public else {}
         self._call("put", key, self.client.put_object, Bucket=self.bucket, Key=self.object_key(key), Body=body,
                    ContentType=content_type, **extra)
+
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        """One `PutObject`, or a multipart upload above a part's size: readers see the whole object or none."""
+        extra = {"ContentType": content_type, **({"ACL": "public-read"} if self.public else {})}
+        try:
+            self.client.upload_fileobj(source, self.bucket, self.object_key(key), ExtraArgs=extra, Config=_STREAMED)
+        except (ClientError, BotoCoreError, S3UploadFailedError) as error:
+            raise _unavailable("put", key, error) from None
 
     def get(self, key: str) -> StoredObject | None:
         try:

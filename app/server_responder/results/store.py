@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 
 JSON_TYPE = "application/json"
@@ -31,6 +31,10 @@ class StoreUnavailable(OSError):
 
 class ResultStore(Protocol):
     def put(self, key: str, body: bytes, content_type: str) -> None: ...
+
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        """Store what `source` reads (`size` bytes at most), a chunk at a time, never whole in memory."""
+        ...
 
     def get(self, key: str) -> StoredObject | None: ...
 

@@ -9,6 +9,7 @@ web layer calls it from an engine plugin.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -18,9 +19,9 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from server_responder.files import write_atomically
+from server_responder.files import stream_atomically
 from server_responder.http_client import HttpClient, HttpFailure
 from server_responder.results.keys import artifact_key, validate_key
 from server_responder.results.store import ObjectInfo, ResultStore, StoredObject, StoreUnavailable
@@ -89,6 +90,11 @@ class UploadSpool:
         `in_background` makes the spooled entry durable and tries it from a thread of its own, so the caller
         never waits for the destination.
         """
+        self.add_file(key, io.BytesIO(body), content_type, url, method=method, in_background=in_background)
+
+    def add_file(self, key: str, source: BinaryIO, content_type: str, url: str | None = None, *,
+                 method: str = "PUT", in_background: bool = False) -> None:
+        """`add` of what `source` reads, copied into the spool a chunk at a time."""
         validate_key(key, "key")
         if method not in KINDS or (method != "PUT" and url is None):
             raise ValueError(f"cannot spool a {method} to {'the store' if url is None else 'a URL'}")
@@ -100,8 +106,8 @@ class UploadSpool:
         # Made durable only when it will stay: the usual upload succeeds at once and never needs the fsync.
         due = self._due(name, url, self.clock())
         with self._lock(name):
-            write_atomically(self.directory / name, json.dumps(header).encode() + b"\n" + body, mode=0o600,
-                             durable=in_background or not due)
+            stream_atomically(self.directory / name, source, head=json.dumps(header).encode() + b"\n", mode=0o600,
+                              durable=in_background or not due)
         if due and in_background:
             threading.Thread(target=self._deliver, args=(name,), name=f"{KINDS[method]}-{name[:16]}",
                              daemon=True).start()
@@ -168,7 +174,7 @@ class UploadSpool:
         path = self.directory / name
         with self._lock(name):
             try:
-                upload, body = _load(path)
+                upload, body = _open_body(path)
             except FileNotFoundError:
                 return True
             except ValueError:
@@ -178,7 +184,8 @@ class UploadSpool:
             if due_at is not None and not self._due(name, upload.url, due_at):
                 return False
             try:
-                self._send(upload, body)
+                with body:
+                    self._send(upload, body)
             except UploadRefused as error:
                 self._quarantine(path, str(error), upload)
                 return True
@@ -189,13 +196,14 @@ class UploadSpool:
         self._delivered(upload)
         return True
 
-    def _send(self, upload: Upload, body: bytes) -> None:
+    def _send(self, upload: Upload, body: BinaryIO) -> None:
+        """Send the entry's body, read from the spool a chunk at a time."""
         if upload.url is not None:
-            send_to_url(self.http, upload.method, upload.url, body, upload.content_type)
+            send_to_url(self.http, upload.method, upload.url, body, upload.content_type, size=upload.size)
         elif self.remote is None:
             raise StoreUnavailable("no remote store is configured for this spooled upload")
         else:
-            self.remote.put(upload.key, body, upload.content_type)
+            self.remote.put_file(upload.key, body, upload.size, upload.content_type)
 
     def _failed(self, upload: Upload, error: Exception) -> None:
         with self._state:
@@ -281,6 +289,9 @@ class SpooledStore:
     def put(self, key: str, body: bytes, content_type: str) -> None:
         self.spool.add(key, body, content_type)
 
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        self.spool.add_file(key, source, content_type)
+
     def get(self, key: str) -> StoredObject | None:
         return self.spool.read(validate_key(key, "key")) or self.remote.get(key)
 
@@ -313,6 +324,14 @@ class UploadUrlStore:
         if key in self.urls:
             self.spool.add(key, body, content_type, url=self.urls[key])
 
+    def put_file(self, key: str, source: BinaryIO, size: int, content_type: str) -> None:
+        """Streamed twice when the object has a URL, so `source` must be seekable."""
+        start = source.tell()
+        self.inner.put_file(key, source, size, content_type)
+        if key in self.urls:
+            source.seek(start)
+            self.spool.add_file(key, source, content_type, url=self.urls[key])
+
     def get(self, key: str) -> StoredObject | None:
         return self.inner.get(key)
 
@@ -334,11 +353,14 @@ def upload_targets(location: str, upload_urls: Mapping[str, Any]) -> dict[str, s
     return targets
 
 
-def send_to_url(client: HttpClient, method: str, url: str, body: bytes, content_type: str) -> None:
-    """One HTTP PUT or POST; UploadRefused when the answer says retrying cannot help."""
+def send_to_url(client: HttpClient, method: str, url: str, body: bytes | BinaryIO, content_type: str,
+                size: int | None = None) -> None:
+    """One HTTP PUT or POST of bytes or a stream of `size` bytes; UploadRefused when the answer says retrying
+    cannot help."""
     _check_url(url)
+    headers = {"Content-Type": content_type, **({} if size is None else {"Content-Length": str(size)})}
     try:
-        answer = client.request(method, url, body=body, headers={"Content-Type": content_type})
+        answer = client.request(method, url, body=body, headers=headers)
     except HttpFailure as error:
         raise StoreUnavailable(f"the upload URL is unreachable: {error}") from None
     if answer.status < 300:
@@ -380,12 +402,22 @@ def _parse_header(line: bytes, name: str, size: int) -> Upload:
 
 
 def _load_header(path: Path) -> Upload:
-    with path.open("rb") as handle:
+    upload, handle = _open_body(path)
+    handle.close()
+    return upload
+
+
+def _open_body(path: Path) -> tuple[Upload, BinaryIO]:
+    """An entry's header, and its file positioned at the body, for streaming it."""
+    handle = path.open("rb")
+    try:
         line = handle.readline(_MAX_HEADER_BYTES)
-        size = path.stat().st_size - len(line)
-    if not line.endswith(b"\n"):
-        raise ValueError(f"{path.name}: no header line")
-    return _parse_header(line, path.name, size)
+        if not line.endswith(b"\n"):
+            raise ValueError(f"{path.name}: no header line")
+        return _parse_header(line, path.name, os.fstat(handle.fileno()).st_size - len(line)), handle
+    except BaseException:
+        handle.close()
+        raise
 
 
 def _load(path: Path) -> tuple[Upload, bytes]:

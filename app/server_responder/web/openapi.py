@@ -142,7 +142,12 @@ _JOB_PROPERTIES = {
     "duration_s": _NULLABLE_NUMBER, "exit_status": _NULLABLE_INTEGER, "signal": _NULLABLE_STRING,
     "cmd_run": _NULLABLE_STRING, "stdout": {"type": "string"}, "stderr": {"type": "string"},
     "output": {"type": "string"}, "truncated": {"type": "boolean"}, "timed_out": {"type": "boolean"},
-    "artifacts": {"type": "array", "items": {"type": "object"}}, "error": _NULLABLE_STRING,
+    "artifacts": {"type": "array", "items": {"type": "object"}},
+    "skipped_artifacts": {
+        "type": "array", "description": "entries of artifacts/ not stored, and why (`.` is the directory itself)",
+        "items": {"type": "object", "required": ["name", "reason"],
+                  "properties": {"name": {"type": "string"}, "reason": {"type": "string"}}}},
+    "error": _NULLABLE_STRING,
     "details": {"type": "object", "description": "what the job type adds: project, commit keys, runs, response"},
     "request_id": _NULLABLE_STRING,
 }
