@@ -162,6 +162,17 @@ def responder_env(base: Path, **settings: Any) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _workspaces_reachable_by_jobs(request: pytest.FixtureRequest) -> None:
+    """A root service runs jobs as nobody, who must be able to reach their workspaces under tmp_path."""
+    if os.geteuid() != 0 or "tmp_path" not in request.fixturenames:
+        return
+    path = request.getfixturevalue("tmp_path")
+    while path != path.parent and path != Path("/tmp"):
+        path.chmod(path.stat().st_mode | 0o111)
+        path = path.parent
+
+
 @pytest.fixture
 def make_responder(tmp_path: Path) -> Iterator:
     """Factory: `make_responder(workers=1, ...)` starts a responder with those settings."""

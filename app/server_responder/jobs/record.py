@@ -61,6 +61,9 @@ class Job:
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+    # From the job's cgroup, where the kernel reports them.
+    oom_killed: bool = False
+    peak_memory_bytes: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -93,6 +96,8 @@ class Job:
             "finished_at": self.finished_at,
             "duration_s": self.duration_s,
             "artifacts": self.artifacts,
+            "oom_killed": self.oom_killed,
+            "peak_memory_bytes": self.peak_memory_bytes,
             **self.details,
         }
 

@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from server_responder.jobs.containment import Containment, JobCell, JobStats, child_setup, detect_containment
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.record import (
     CANCELLED, INTERRUPTED, QUEUED, RUNNING, Job, JobSpool, job_status, new_job_id, utc_now,
 )
-from server_responder.jobs.runner import JobUser
+from server_responder.jobs.runner import JobUser, job_user_for
 from server_responder.jobs.types import JobTypes
 from server_responder.lifecycle.idle import IdleClock
 from server_responder.results.keys import default_location
@@ -43,7 +44,8 @@ class JobNotFound(KeyError):
 
 class JobService:
     def __init__(self, settings: Settings, store: ResultStore, clock: IdleClock,
-                 types: JobTypes, uploads: UploadSpool | None = None) -> None:
+                 types: JobTypes, uploads: UploadSpool | None = None,
+                 containment: Containment | None = None) -> None:
         self.settings = settings
         self.store = store
         self.uploads = uploads or UploadSpool(settings.data_dir / "uploads", None,
@@ -52,7 +54,9 @@ class JobService:
         self.clock = clock
         self.types = types
         self.spool = JobSpool(settings.data_dir / "jobs")
-        self.run_as = JobUser.named(settings.job_user) if settings.job_user else None
+        # Never root: a root service with no job_user runs jobs as an unprivileged user.
+        self.run_as = job_user_for(settings.job_user, os.geteuid())
+        self.containment = containment or detect_containment(settings)
         self._queue: deque[Job] = deque()
         self._active: dict[str, Job] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -112,6 +116,11 @@ class JobService:
         return self._accepting
 
     def _recover(self) -> None:
+        # Before anything runs: whatever the previous instance's jobs left running is ended first.
+        leftovers = self.containment.recover()
+        if leftovers:
+            log.warning("processes of a previous instance's jobs ended",
+                        extra={"event": "job.leftovers_killed", "job_ids": leftovers})
         self._spooled = self.spool.count()
         for job in self.spool.load_all():
             if job.status == RUNNING:
@@ -125,6 +134,10 @@ class JobService:
                 self._queue.append(job)
                 self._active[job.id] = job
                 log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
+        queued = {job.id for job in self._queue}
+        for entry in self.settings.work_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and entry.name not in queued:
+                self._remove_workspace(entry)
 
     def submit(self, job_type: str, spec: dict[str, Any], results_location: str | None = None,
                request_id: str | None = None) -> Job:
@@ -246,20 +259,39 @@ class JobService:
                                        "request_id": job.request_id})
         started = time.monotonic()
         workspace = self._make_workspace(job.id)
+        cell: JobCell | None = None
         try:
-            context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
-                                 workspace, cancel, self.run_as, report=lambda **details: self._report(job, details),
-                                 will_write=lambda keys: self._will_write(job, keys))
             try:
+                cell = self.containment.job(job.id)
+                context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
+                                     workspace, cancel, self.run_as,
+                                     report=lambda **details: self._report(job, details),
+                                     will_write=lambda keys: self._will_write(job, keys), cell=cell)
                 outcome = self.types.executor(job.type).execute(context)
             except Exception as error:
                 log.exception("job failed in the service", extra={"event": "job.error", "job_id": job.id})
                 outcome = JobOutcome(error=f"internal error: {type(error).__name__}")
         finally:
+            stats = self._end_cell(job, cell)
             self._remove_workspace(workspace)
-        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3)))
+        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3), stats))
 
-    def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float) -> Job:
+    def _end_cell(self, job: Job, cell: JobCell | None) -> JobStats:
+        """Nothing of the job outlives it; what the kernel measured of it is kept."""
+        if cell is None:
+            return JobStats()
+        try:
+            if not cell.empty():
+                cell.kill_all()
+            stats = cell.stats()
+            cell.remove()
+            return stats
+        except Exception:
+            log.exception("job cgroup not ended", extra={"event": "job.containment_error", "job_id": job.id})
+            return JobStats()
+
+    def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float,
+                  stats: JobStats = JobStats()) -> Job:
         """The job's record once it has run: the only place a run's outcome becomes a job's status."""
         interrupted = self._stopping and cancel.is_set()
         error = outcome.error
@@ -271,7 +303,8 @@ class JobService:
             job, exit_status=outcome.exit_status, signal=outcome.signal, cmd_run=outcome.cmd_run,
             stdout=outcome.stdout, stderr=outcome.stderr, output=outcome.output, truncated=outcome.truncated,
             timed_out=outcome.timed_out, artifacts=list(outcome.artifacts), error=error, details=details,
-            duration_s=duration_s, finished_at=utc_now(),
+            duration_s=duration_s, finished_at=utc_now(), oom_killed=stats.oom_killed,
+            peak_memory_bytes=stats.peak_memory_bytes,
             status=job_status(exit_status=outcome.exit_status, error=error, timed_out=outcome.timed_out,
                               cancelled=cancel.is_set(), interrupted=interrupted))
 
@@ -338,11 +371,12 @@ class JobService:
         return workspace
 
     def _remove_workspace(self, workspace: Path) -> None:
-        if self.run_as:
-            # The job may have made files only its own user can remove.
-            subprocess.run(self.run_as.wrap(["rm", "-rf", "--", str(workspace)]),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           check=False, env={"PATH": "/usr/bin:/bin"})
+        if self.run_as and os.geteuid() != 0:
+            # The job may have made files only its own user can remove (root can remove anything).
+            subprocess.run(["rm", "-rf", "--", str(workspace)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False, env={"PATH": "/usr/bin:/bin"},
+                           user=self.run_as.uid, group=self.run_as.gid, extra_groups=[],
+                           preexec_fn=child_setup(()))
         shutil.rmtree(workspace, ignore_errors=True)
 
 

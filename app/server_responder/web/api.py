@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from server_responder import __version__
+from server_responder.jobs.containment import containment_status
 from server_responder.jobs.record import Job
 from server_responder.jobs.requests import parse_job_request, parse_legacy_form
 from server_responder.jobs.service import JobNotFound, NotAccepting, QueueFull
@@ -133,8 +134,9 @@ class StatusApi:
         return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "accepting": self.responder.jobs.accepting,
-                **self.responder.counts()}
+        jobs = self.responder.jobs
+        return {"status": "ok", "version": __version__, "accepting": jobs.accepting, **self.responder.counts(),
+                "containment": containment_status(jobs.containment, jobs.run_as)}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
         return self.responder.types.index()
