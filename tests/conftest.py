@@ -58,6 +58,8 @@ class RunningResponder:
     process: subprocess.Popen | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
+    # Run the service through this (for example setpriv, to start it as another user).
+    command_prefix: list[str] = field(default_factory=list)
 
     @property
     def token(self) -> str:
@@ -69,7 +71,7 @@ class RunningResponder:
 
     def start(self, timeout: float = 20) -> RunningResponder:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server_responder", "serve", "--port", "0"],
+            [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", "0"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + timeout
