@@ -166,10 +166,12 @@ def responder_env(base: Path, **settings: Any) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _workspaces_reachable_by_jobs(request: pytest.FixtureRequest) -> None:
-    """A root service runs jobs as nobody, who must be able to reach their workspaces under tmp_path."""
+    """A root service runs jobs as nobody, who must reach their workspaces under tmp_path and may leave the
+    files tests look for in it."""
     if os.geteuid() != 0 or "tmp_path" not in request.fixturenames:
         return
     path = request.getfixturevalue("tmp_path")
+    path.chmod(0o1777)
     while path != path.parent and path != Path("/tmp"):
         path.chmod(path.stat().st_mode | 0o111)
         path = path.parent

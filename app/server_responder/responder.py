@@ -71,6 +71,7 @@ class Responder:
 
     def stop(self) -> None:
         self.jobs.stop()
+        self.jobs.containment.close()
 
 
 def announce_containment(jobs: JobService) -> None:

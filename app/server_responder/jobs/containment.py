@@ -4,8 +4,8 @@ The strategies, best first (`STRATEGIES`):
 - `cgroup2`: a delegated cgroup v2 subtree with controllers (systemd `Delegate=yes`): each job in its own child
   with memory, pids and CPU limits; `cgroup.kill` ends everything in it.
 - `cgroup2-kill`: a writable cgroup v2 hierarchy without controllers (hybrid hosts): each job in its own child, so
-  `cgroup.kill` still ends everything; limits come from cgroup v1 hierarchies when they are writable
-  (`cgroup2-kill+v1-limits`).
+  `cgroup.kill` still ends everything; memory and pids limits come from cgroup v1 hierarchies when they are
+  writable (`cgroup2-kill+v1-limits`).
 - `subreaper`: no writable cgroup. The service is a child subreaper, so daemonising descendants come back to it;
   a job's processes are found by session, process group and a `/proc` ancestry walk.
 """
@@ -33,6 +33,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+_V1_LIMIT_CONTROLLERS = ("memory", "pids")
 # How long a killed cgroup may take to empty before it is left for the next start to remove.
 _EMPTY_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.02
@@ -107,6 +108,9 @@ class Containment(Protocol):
 
     def recover(self) -> list[str]:
         """Kill and remove what jobs of a previous instance left; the job ids found."""
+
+    def close(self) -> None:
+        """At stop, once the workers are done: nothing of any job is left, nor the service's cgroups."""
 
 
 def child_setup(placement: Iterable[int], death_signal: bool = True) -> Callable[[], None]:
@@ -414,6 +418,9 @@ class DelegatedCgroups:
     def recover(self) -> list[str]:
         return _recover_cgroups(self.jobs_dir)
 
+    def close(self) -> None:
+        self.recover()
+
 
 def delegated_cgroups(settings: Any, view: HostView) -> DelegatedCgroups | None:
     places = cgroup_places(view)
@@ -454,8 +461,6 @@ class KillOnlyCgroups:
             shown["memory_max"] = self.limits.memory_max
         if "pids" in self.v1_parents and self.limits.pids_max:
             shown["pids_max"] = self.limits.pids_max
-        if "cpu" in self.v1_parents:
-            shown["cpu_weight"] = self.limits.cpu_weight
         return shown
 
     def job(self, job_id: str) -> JobCell:
@@ -472,14 +477,14 @@ class KillOnlyCgroups:
         if "pids_max" in limits:
             pids = v1["pids"] = _make_job_dir(self.v1_parents["pids"] / job_id)
             _write(pids / "pids.max", str(limits["pids_max"]))
-        if "cpu_weight" in limits:
-            cpu = v1["cpu"] = _make_job_dir(self.v1_parents["cpu"] / job_id)
-            # cgroup v2's weight 100 is v1's 1024 shares.
-            _write(cpu / "cpu.shares", str(max(2, limits["cpu_weight"] * 1024 // 100)))
         return CgroupCell(unified, v1)
 
     def recover(self) -> list[str]:
         return _recover_cgroups(self.parent, self.v1_parents.values())
+
+    def close(self) -> None:
+        self.recover()
+        _remove_dirs([self.parent, *self.v1_parents.values()])
 
 
 def kill_only_cgroups(settings: Any, view: HostView) -> KillOnlyCgroups | None:
@@ -495,7 +500,10 @@ def kill_only_cgroups(settings: Any, view: HostView) -> KillOnlyCgroups | None:
     except OSError:
         return None
     v1_parents: dict[str, Path] = {}
+    # Each hierarchy a job joins costs its start a migration; v1 cpu shares are not worth one.
     for controller, directory in places.v1.items():
+        if controller not in _V1_LIMIT_CONTROLLERS:
+            continue
         try:
             candidate = _make_job_dir(directory / tag)
         except OSError:
@@ -559,6 +567,7 @@ class ProcessTreeCell:
         self.leaders: set[int] = set()
         self.members: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._watched_at = 0.0
 
     def placement(self) -> list[int]:
         return []
@@ -571,6 +580,7 @@ class ProcessTreeCell:
                 self._add([entry])
 
     def watch(self) -> None:
+        self._watched_at = time.monotonic()
         table = process_table()
         with self._lock:
             known = set(self.members)
@@ -632,7 +642,8 @@ class ProcessTreeCell:
                 _signal(entry.pid, signal.SIGKILL)
 
     def empty(self) -> bool:
-        self.watch()
+        if time.monotonic() - self._watched_at > _POLL_SECONDS:
+            self.watch()  # a walk of /proc is not cheap: one per poll is enough
         return not self._living()
 
     def stats(self) -> JobStats:
@@ -702,6 +713,10 @@ class Subreaper:
                     _signal(entry.pid, signal.SIGKILL)
             for entry in orphans:
                 _reap_blocking(entry.pid)
+
+    def close(self) -> None:
+        self.recover()
+        self.end_orphans()
 
     def recover(self) -> list[str]:
         found = []
