@@ -58,6 +58,8 @@ class RunningResponder:
     process: subprocess.Popen | None = None
     url: str = ""
     output: list[str] = field(default_factory=list)
+    # Run the service through this (for example setpriv, to start it as another user).
+    command_prefix: list[str] = field(default_factory=list)
 
     @property
     def token(self) -> str:
@@ -69,7 +71,7 @@ class RunningResponder:
 
     def start(self, timeout: float = 20) -> RunningResponder:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server_responder", "serve", "--port", "0"],
+            [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", "0"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + timeout
@@ -174,6 +176,19 @@ def responder_env(base: Path, **settings: Any) -> dict[str, str]:
             value = json.dumps(value)
         env[f"SERVER_RESPONDER_{key.upper()}"] = str(value)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _workspaces_reachable_by_jobs(request: pytest.FixtureRequest) -> None:
+    """A root service runs jobs as nobody, who must reach their workspaces under tmp_path and may leave the
+    files tests look for in it."""
+    if os.geteuid() != 0 or "tmp_path" not in request.fixturenames:
+        return
+    path = request.getfixturevalue("tmp_path")
+    path.chmod(0o1777)
+    while path != path.parent and path != Path("/tmp"):
+        path.chmod(path.stat().st_mode | 0o111)
+        path = path.parent
 
 
 @pytest.fixture

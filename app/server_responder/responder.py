@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
 
 from server_responder.files import write_atomically
 from server_responder.jobs.callbacks import CompletionCallbacks
+from server_responder.jobs.containment import containment_status, detect_containment
 from server_responder.jobs.script import script_job_type
 from server_responder.jobs.service import JobService
 from server_responder.jobs.types import JobTypes
@@ -20,6 +22,8 @@ from server_responder.results.lookup import ResultLookup
 from server_responder.results.store import ResultStore
 from server_responder.results.upload_spool import UploadSpool
 from server_responder.settings import Settings
+
+log = logging.getLogger("server_responder")
 
 
 def job_types(settings: Settings) -> JobTypes:
@@ -45,7 +49,8 @@ class Responder:
         store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
         types = job_types(settings)
-        jobs = JobService(settings, store, clock, types, uploads=uploads)
+        jobs = JobService(settings, store, clock, types, uploads=uploads, containment=detect_containment(settings))
+        announce_containment(jobs)
         jobs.on_finished(CompletionCallbacks(settings, uploads).job_finished)
         drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
         deliveries = PushDeliveries(jobs, settings.data_dir / "github_deliveries")
@@ -66,6 +71,18 @@ class Responder:
 
     def stop(self) -> None:
         self.jobs.stop()
+        self.jobs.containment.close()
+
+
+def announce_containment(jobs: JobService) -> None:
+    status = containment_status(jobs.containment, jobs.run_as)
+    limits = ", ".join(f"{name} {value}" for name, value in status["limits"].items()) or "none"
+    log.info(f"job containment: {status['kind']}; limits: {limits}; jobs run as {status['job_user']}",
+             extra={"event": "containment.detected", **status})
+    if status["jobs_share_service_user"]:
+        log.warning(f"jobs run as the service's own user ({status['job_user']}) and can read everything it can, "
+                    "its API token and data dir included: set job_user to keep them apart",
+                    extra={"event": "containment.shared_user", "job_user": status["job_user"]})
 
 
 def ensure_api_key(settings: Settings) -> tuple[Settings, bool]:

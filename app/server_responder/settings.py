@@ -61,6 +61,17 @@ def default_languages() -> dict[str, tuple[str, ...]]:
     return {name: argv for name, argv in candidates.items() if shutil.which(argv[0])}
 
 
+def default_job_memory_max(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """Three quarters of the machine's memory, so a job can't take the service down with it; 0 if unknown."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 * 3 // 4
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 SECRET_NAMES = ("api_key", "code_secret", "admin_pass", "github_secret")
 
 
@@ -92,6 +103,9 @@ class Settings:
     artifact_count_limit: int = 200
     sync_wait_seconds: float = 30.0
     job_user: str = ""
+    job_memory_max: int = field(default_factory=default_job_memory_max)
+    job_pids_max: int = 512
+    job_cpu_weight: int = 50
     languages: Mapping[str, tuple[str, ...]] = field(default_factory=default_languages)
     legacy_script_language: str = "ruby"
     accept_legacy_signatures: bool = False
@@ -294,6 +308,10 @@ def _validate(s: Settings) -> None:
     check(s.upload_retry_seconds > 0, "upload_retry_seconds", "must be positive")
     check(s.upload_retry_max_seconds >= s.upload_retry_seconds, "upload_retry_max_seconds",
           "must be at least upload_retry_seconds")
+    check(s.job_memory_max == 0 or s.job_memory_max >= 4 * 1024 * 1024, "job_memory_max",
+          "must be 0 (no limit) or at least 4194304 bytes")
+    check(s.job_pids_max == 0 or s.job_pids_max >= 8, "job_pids_max", "must be 0 (no limit) or at least 8")
+    check(1 <= s.job_cpu_weight <= 10000, "job_cpu_weight", "must be between 1 and 10000")
     check(s.jobs_retained >= 1, "jobs_retained", "must be at least 1")
     check(s.jobs_retained_minutes >= 0, "jobs_retained_minutes", "must be 0 or more")
     check(s.signature_max_age_seconds >= 0, "signature_max_age_seconds", "must not be negative (0 accepts any)")
@@ -326,6 +344,7 @@ def _validate(s: Settings) -> None:
         import pwd
 
         try:
-            pwd.getpwnam(s.job_user)
+            entry = pwd.getpwnam(s.job_user)
         except KeyError:
             raise SettingsError(f"job_user: no such user {s.job_user!r}") from None
+        check(entry.pw_uid != 0, "job_user", "jobs never run as root")

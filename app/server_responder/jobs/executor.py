@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from server_responder.jobs.containment import JobCell
 from server_responder.jobs.runner import JobUser, ProcessOutcome, job_environment, run_process
 from server_responder.results.store import ResultStore
 from server_responder.settings import Settings
@@ -52,10 +53,11 @@ class JobContext:
     run_as: JobUser | None
     report: Callable[..., None] = lambda **details: None
     will_write: Callable[[Iterable[str]], None] = lambda keys: None
+    cell: JobCell | None = None
 
     def run(self, argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> ProcessOutcome:
-        """Run a process of this job with the job's limits, user and environment."""
+        """Run a process of this job with the job's limits, user and environment, in the job's cgroup (or tree)."""
         return run_process(
             argv,
             cwd=cwd or self.workspace,
@@ -65,6 +67,7 @@ class JobContext:
             kill_grace=self.settings.kill_grace_seconds,
             run_as=self.run_as,
             cancel=self.cancel,
+            cell=self.cell,
         )
 
 

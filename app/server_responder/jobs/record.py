@@ -66,6 +66,9 @@ class Job:
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+    # From the job's cgroup, where the kernel reports them.
+    oom_killed: bool = False
+    peak_memory_bytes: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -99,6 +102,8 @@ class Job:
             "duration_s": self.duration_s,
             "artifacts": self.artifacts,
             "skipped_artifacts": self.skipped_artifacts,
+            "oom_killed": self.oom_killed,
+            "peak_memory_bytes": self.peak_memory_bytes,
             **self.details,
         }
 

@@ -1,4 +1,4 @@
-"""Runs one job's process: its own session, a scrubbed environment, a wall clock, capped output."""
+"""Runs one job's process: its own session and cgroup, a scrubbed environment, a wall clock, capped output."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from server_responder.jobs.containment import JobCell, ProcessTreeCell, child_setup
+
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The appliance's job user; a root service with no job_user runs jobs as it when it exists, else as nobody.
+APPLIANCE_JOB_USER = "server-responder-job"
+UNPRIVILEGED_USER = "nobody"
 # How long output may still arrive after the job's own process has exited.
 _LATE_OUTPUT_SECONDS = 1.0
 _POLL_SECONDS = 0.05
+# How long processes may take to go once killed before the run stops waiting for them.
+_SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,21 @@ class JobUser:
             "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
             "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--", *argv,
         ]
+
+
+def job_user_for(configured: str, service_uid: int) -> JobUser | None:
+    """Who jobs run as: `job_user`, else never root, else (None) the service's own user."""
+    if configured:
+        return JobUser.named(configured)
+    if service_uid != 0:
+        return None
+    for name in (APPLIANCE_JOB_USER, UNPRIVILEGED_USER):
+        try:
+            return JobUser.named(name)
+        except KeyError:
+            continue
+    raise RuntimeError(f"the service runs as root and neither {APPLIANCE_JOB_USER} nor {UNPRIVILEGED_USER} exists "
+                       "to run jobs as: set job_user")
 
 
 @dataclass(frozen=True)
@@ -95,21 +117,35 @@ def run_process(
     run_as: JobUser | None = None,
     cancel: threading.Event | None = None,
     on_started: Callable[[int], None] | None = None,
+    cell: JobCell | None = None,
 ) -> ProcessOutcome:
-    """Run argv to completion, the timeout or cancellation; never raises for the job's own failures."""
-    command = run_as.wrap(argv) if run_as else list(argv)
+    """Run argv to completion, the timeout or cancellation; never raises for the job's own failures.
+
+    Every process of the run lives in `cell` (the job's cgroup, or its process tree where there is none): when the
+    run ends, all of them are sent SIGTERM, and whatever is left after `kill_grace` is killed."""
+    cell = cell if cell is not None else ProcessTreeCell()
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-        umask=0o007 if run_as else -1,
-    )
+    placement = cell.placement()
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            umask=0o007 if run_as else -1,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+            preexec_fn=child_setup(placement),
+        )
+    finally:
+        for descriptor in placement:
+            os.close(descriptor)
+    cell.started(process.pid)
     if on_started:
         on_started(process.pid)
     capture = _Capture(output_limit)
@@ -120,38 +156,54 @@ def run_process(
     timed_out = cancelled = False
     kill_at: float | None = None
     exited_at: float | None = None
+    emptied_at: float | None = None
+    killed_at: float | None = None
     try:
-        while selector.get_map():
-            for key, _ in selector.select(_POLL_SECONDS):
-                chunk = os.read(key.fd, 65536)
-                if chunk:
-                    capture.add(key.data, chunk)
-                else:
-                    selector.unregister(key.fileobj)
+        while True:
+            if selector.get_map():
+                for key, _ in selector.select(_POLL_SECONDS):
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        capture.add(key.data, chunk)
+                    else:
+                        selector.unregister(key.fileobj)
+            else:
+                _wait_briefly(process)
             now = time.monotonic()
+            cell.watch()
             if exited_at is None and process.poll() is not None:
                 exited_at = now
-                # Whatever the job left behind in its group goes with it.
-                _signal_group(process.pid, signal.SIGKILL)
-            if exited_at is not None:
-                if now - exited_at > _LATE_OUTPUT_SECONDS:
+            if kill_at is None and emptied_at is None:
+                ended = exited_at is not None
+                timed_out = not ended and now >= deadline
+                cancelled = not ended and not timed_out and cancel is not None and cancel.is_set()
+                if ended or timed_out or cancelled:
+                    # Whatever the job left behind goes with it; a job that left nothing is not waited for.
+                    if ended and cell.empty():
+                        emptied_at = now
+                    else:
+                        cell.signal_all(signal.SIGTERM)
+                        kill_at = now + kill_grace
+            if kill_at is not None and emptied_at is None:
+                if cell.empty():
+                    emptied_at = now
+                elif killed_at is None and now >= kill_at:
+                    cell.kill_all()
+                    killed_at = now
+                elif killed_at is not None and now - killed_at > _SETTLE_SECONDS:
+                    break  # processes not gone even when killed (stuck in the kernel): left for the job's end
+            if exited_at is not None and emptied_at is not None:
+                # Output still buffered in the pipes is read; nothing can write to them any more.
+                if not selector.get_map() or now - emptied_at > _LATE_OUTPUT_SECONDS:
                     break
-                continue
-            if kill_at is None and (now >= deadline or (cancel is not None and cancel.is_set())):
-                timed_out = now >= deadline
-                cancelled = not timed_out
-                _signal_group(process.pid, signal.SIGTERM)
-                kill_at = now + kill_grace
-            elif kill_at is not None and now >= kill_at:
-                _signal_group(process.pid, signal.SIGKILL)
-                kill_at = float("inf")
         process.wait()
     finally:
         selector.close()
         if process.poll() is None:
-            _signal_group(process.pid, signal.SIGKILL)
+            cell.kill_all()
             process.wait()
-        _signal_group(process.pid, signal.SIGKILL)
+        if not cell.empty():
+            cell.kill_all()
         process.stdout.close()
         process.stderr.close()
     returncode = process.returncode
@@ -168,8 +220,8 @@ def run_process(
     )
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def _wait_briefly(process: subprocess.Popen) -> None:
     try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
+        process.wait(_POLL_SECONDS)
+    except subprocess.TimeoutExpired:
         pass

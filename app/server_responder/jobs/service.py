@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from server_responder.degraded import Degradations, is_storage_fault, write_fault
+from server_responder.jobs.containment import Containment, JobCell, JobStats, child_setup, detect_containment
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.record import (
     CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, Job, JobSpool, job_status, new_job_id, utc_now,
 )
-from server_responder.jobs.runner import JobUser
+from server_responder.jobs.runner import JobUser, job_user_for
 from server_responder.jobs.types import JobTypes
 from server_responder.lifecycle.idle import IdleClock
 from server_responder.results.keys import default_location
@@ -51,7 +52,8 @@ class DataDirUnwritable(RuntimeError):
 
 class JobService:
     def __init__(self, settings: Settings, store: ResultStore, clock: IdleClock,
-                 types: JobTypes, uploads: UploadSpool | None = None) -> None:
+                 types: JobTypes, uploads: UploadSpool | None = None,
+                 containment: Containment | None = None) -> None:
         self.settings = settings
         self.store = store
         self.uploads = uploads or UploadSpool(settings.data_dir / "uploads", None,
@@ -60,7 +62,9 @@ class JobService:
         self.clock = clock
         self.types = types
         self.spool = JobSpool(settings.data_dir / "jobs")
-        self.run_as = JobUser.named(settings.job_user) if settings.job_user else None
+        # Never root: a root service with no job_user runs jobs as an unprivileged user.
+        self.run_as = job_user_for(settings.job_user, os.geteuid())
+        self.containment = containment or detect_containment(settings)
         self._queue: deque[Job] = deque()
         self._active: dict[str, Job] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -123,19 +127,27 @@ class JobService:
         return self._accepting
 
     def _recover(self) -> None:
-        self._spooled = self.spool.count()
+        # Before anything runs: whatever the previous instance's jobs left running is ended first.
+        leftovers = self.containment.recover()
+        if leftovers:
+            log.warning("processes of a previous instance's jobs ended",
+                        extra={"event": "job.leftovers_killed", "job_ids": leftovers})
         for job in self.spool.load_all():
             if job.status == RUNNING:
                 job.status = INTERRUPTED
                 job.error = "the service stopped while this job was running"
                 job.finished_at = utc_now()
-                self._publish(job)
+                job = self._publish(job)
                 self.spool.save(job)
                 log.warning("job interrupted", extra={"event": "job.interrupted", "job_id": job.id, "type": job.type})
             elif job.status == QUEUED:
                 self._queue.append(job)
                 self._active[job.id] = job
                 log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
+        queued = {job.id for job in self._queue}
+        for entry in self.settings.work_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and entry.name not in queued:
+                self._remove_workspace(entry)
 
     def submit(self, job_type: str, spec: dict[str, Any], results_location: str | None = None,
                request_id: str | None = None) -> Job:
@@ -262,20 +274,39 @@ class JobService:
                                        "request_id": job.request_id})
         started = time.monotonic()
         workspace = self._make_workspace(job.id)
+        cell: JobCell | None = None
         try:
-            context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
-                                 workspace, cancel, self.run_as, report=lambda **details: self._report(job, details),
-                                 will_write=lambda keys: self._will_write(job, keys))
             try:
+                cell = self.containment.job(job.id)
+                context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
+                                     workspace, cancel, self.run_as,
+                                     report=lambda **details: self._report(job, details),
+                                     will_write=lambda keys: self._will_write(job, keys), cell=cell)
                 outcome = self.types.executor(job.type).execute(context)
             except Exception as error:
                 log.exception("job failed in the service", extra={"event": "job.error", "job_id": job.id})
                 outcome = JobOutcome(error=self._fault(error))
         finally:
+            stats = self._end_cell(job, cell)
             self._remove_workspace(workspace)
-        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3)))
+        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3), stats))
 
-    def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float) -> Job:
+    def _end_cell(self, job: Job, cell: JobCell | None) -> JobStats:
+        """Nothing of the job outlives it; what the kernel measured of it is kept."""
+        if cell is None:
+            return JobStats()
+        try:
+            if not cell.empty():
+                cell.kill_all()
+            stats = cell.stats()
+            cell.remove()
+            return stats
+        except Exception:
+            log.exception("job cgroup not ended", extra={"event": "job.containment_error", "job_id": job.id})
+            return JobStats()
+
+    def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float,
+                  stats: JobStats = JobStats()) -> Job:
         """The job's record once it has run: the only place a run's outcome becomes a job's status."""
         interrupted = self._stopping and cancel.is_set()
         error = outcome.error
@@ -288,7 +319,8 @@ class JobService:
             stdout=outcome.stdout, stderr=outcome.stderr, output=outcome.output, truncated=outcome.truncated,
             timed_out=outcome.timed_out, artifacts=list(outcome.artifacts), error=error, details=details,
             skipped_artifacts=list(outcome.skipped_artifacts),
-            duration_s=duration_s, finished_at=utc_now(),
+            duration_s=duration_s, finished_at=utc_now(), oom_killed=stats.oom_killed,
+            peak_memory_bytes=stats.peak_memory_bytes,
             status=job_status(exit_status=outcome.exit_status, error=error, timed_out=outcome.timed_out,
                               cancelled=cancel.is_set(), interrupted=interrupted))
 
@@ -418,9 +450,10 @@ class JobService:
         return workspace
 
     def _remove_workspace(self, workspace: Path) -> None:
-        if self.run_as:
-            # The job may have made files only its own user can remove.
-            subprocess.run(self.run_as.wrap(["rm", "-rf", "--", str(workspace)]),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           check=False, env={"PATH": "/usr/bin:/bin"})
+        if self.run_as and os.geteuid() != 0:
+            # The job may have made files only its own user can remove (root can remove anything).
+            subprocess.run(["rm", "-rf", "--", str(workspace)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False, env={"PATH": "/usr/bin:/bin"},
+                           user=self.run_as.uid, group=self.run_as.gid, extra_groups=[],
+                           preexec_fn=child_setup(()))
         shutil.rmtree(workspace, ignore_errors=True)

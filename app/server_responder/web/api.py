@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from server_responder import __version__
+from server_responder.jobs.containment import containment_status
 from server_responder.jobs.record import Job
 from server_responder.jobs.requests import parse_job_request, parse_legacy_form
 from server_responder.jobs.service import DataDirUnwritable, JobNotFound, NotAccepting, QueueFull
@@ -133,9 +134,11 @@ class StatusApi:
         return self.responder.idle_status().document()
 
     def health(self, incoming: Incoming) -> dict[str, Any]:
-        degraded = self.responder.jobs.degradations.reasons()
+        jobs = self.responder.jobs
+        degraded = jobs.degradations.reasons()
         return {"status": "degraded" if degraded else "ok", "degraded": degraded, "version": __version__,
-                "accepting": self.responder.jobs.accepting, **self.responder.counts()}
+                "accepting": jobs.accepting, **self.responder.counts(),
+                "containment": containment_status(jobs.containment, jobs.run_as)}
 
     def index(self, incoming: Incoming) -> list[dict[str, Any]]:
         return self.responder.types.index()

@@ -150,7 +150,18 @@ _JOB_PROPERTIES = {
     "error": _NULLABLE_STRING,
     "details": {"type": "object", "description": "what the job type adds: project, commit keys, runs, response"},
     "request_id": _NULLABLE_STRING,
+    "oom_killed": {"type": "boolean", "description": "a process of the job was killed for exceeding job_memory_max"},
+    "peak_memory_bytes": {"type": ["integer", "null"],
+                          "description": "the job's peak memory, where the kernel reports it"},
 }
+_CONTAINMENT = _object({
+    "kind": {"enum": ["cgroup2", "cgroup2-kill+v1-limits", "cgroup2-kill", "subreaper"]},
+    "limits": _object({"memory_max": {"type": "integer"}, "pids_max": {"type": "integer"},
+                       "cpu_weight": {"type": "integer"}}, required=[]),
+    "job_user": {"type": "string"},
+    "jobs_share_service_user": {"type": "boolean",
+                                "description": "jobs run as the service's own user and can read what it can"},
+}, required=["kind", "limits", "job_user", "jobs_share_service_user"])
 _COUNTS = {"running_jobs": {"type": "integer", "minimum": 0}, "queued_jobs": {"type": "integer", "minimum": 0}}
 _UPLOAD_COUNTS = {
     "pending_uploads": {"type": "integer", "description": "Spooled results not yet delivered"},
@@ -187,7 +198,8 @@ SCHEMAS: dict[str, Any] = {
                                     "description": "Why the service cannot fully work (a data dir it cannot write, "
                                                    "a failing result store); empty when the status is ok"},
                        "version": {"type": "string"}, "accepting": {"type": "boolean"},
-                       **_COUNTS, **_UPLOAD_COUNTS}, required=["status", "degraded", "version", "accepting", *_COUNTS]),
+                       **_COUNTS, **_UPLOAD_COUNTS, "containment": _CONTAINMENT},
+                      required=["status", "degraded", "version", "accepting", *_COUNTS]),
     "Index": {"type": "array", "items": _object({
         "type": {"type": "string"},
         "fields": {"type": "object", "additionalProperties": {"type": "string"},

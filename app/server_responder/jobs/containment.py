@@ -1,0 +1,794 @@
+"""Where a job's processes live: detected once at start, one handle per job to place, signal, kill and measure them.
+
+The strategies, best first (`STRATEGIES`):
+- `cgroup2`: a delegated cgroup v2 subtree with controllers (systemd `Delegate=yes`): each job in its own child
+  with memory, pids and CPU limits; `cgroup.kill` ends everything in it.
+- `cgroup2-kill`: a writable cgroup v2 hierarchy without controllers (hybrid hosts): each job in its own child, so
+  `cgroup.kill` still ends everything; memory and pids limits come from cgroup v1 hierarchies when they are
+  writable (`cgroup2-kill+v1-limits`).
+- `subreaper`: no writable cgroup. The service is a child subreaper, so daemonising descendants come back to it;
+  a job's processes are found by session, process group and a `/proc` ancestry walk.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import pwd
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("server_responder.jobs")
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+_V1_LIMIT_CONTROLLERS = ("memory", "pids")
+# How long a killed cgroup may take to empty before it is left for the next start to remove.
+_EMPTY_WAIT_SECONDS = 5.0
+_POLL_SECONDS = 0.02
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_capset = _libc.capset
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+# Built once: the child between fork and exec may only make system calls, not build objects.
+_NO_CAPS_HEADER = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+_NO_CAPS_DATA = (_CapData * 2)()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What each job may use; 0 means no limit (a CPU weight always applies where the controller exists)."""
+
+    memory_max: int
+    pids_max: int
+    cpu_weight: int
+
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        return cls(settings.job_memory_max, settings.job_pids_max, settings.job_cpu_weight)
+
+
+@dataclass(frozen=True)
+class JobStats:
+    oom_killed: bool = False
+    peak_memory_bytes: int | None = None
+
+
+class JobCell(Protocol):
+    """One job's processes, wherever this machine keeps them."""
+
+    def placement(self) -> list[int]:
+        """Descriptors the job's first process writes `0` to before any job code runs (closed by the caller)."""
+
+    def started(self, pid: int) -> None:
+        """The job's first process exists (pid)."""
+
+    def watch(self) -> None:
+        """Called while the job runs, to notice processes that might otherwise be missed."""
+
+    def signal_all(self, signum: int) -> None: ...
+
+    def kill_all(self) -> None: ...
+
+    def empty(self) -> bool: ...
+
+    def stats(self) -> JobStats: ...
+
+    def remove(self) -> None: ...
+
+
+class Containment(Protocol):
+    kind: str
+
+    def limits_in_force(self) -> dict[str, int]: ...
+
+    def job(self, job_id: str) -> JobCell: ...
+
+    def recover(self) -> list[str]:
+        """Kill and remove what jobs of a previous instance left; the job ids found."""
+
+    def close(self) -> None:
+        """At stop, once the workers are done: nothing of any job is left, nor the service's cgroups."""
+
+
+def child_setup(placement: Iterable[int], death_signal: bool = True) -> Callable[[], None]:
+    """What a job's process does between fork and exec: join its cgroups, give up every capability and the
+    means to regain any, and die with the thread that started it. Only system calls: no locks, no allocation."""
+    descriptors = tuple(placement)
+
+    def setup() -> None:
+        for descriptor in descriptors:
+            os.write(descriptor, b"0")
+        _capset(ctypes.byref(_NO_CAPS_HEADER), _NO_CAPS_DATA)
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        if death_signal:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return setup
+
+
+def make_service_undumpable() -> None:
+    """Jobs of the service's own user can then neither ptrace it nor read its /proc files (environ included)."""
+    if _prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("could not make the service non-dumpable", extra={"event": "containment.dumpable_error"})
+
+
+# ---- what the machine offers -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostView:
+    """The files detection reads; a test points them at a fake tree."""
+
+    proc_cgroup: Path = Path("/proc/self/cgroup")
+    mountinfo: Path = Path("/proc/self/mountinfo")
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass(frozen=True)
+class CgroupPlaces:
+    """The cgroup2 mount and own path, and each v1 controller's mount and own path."""
+
+    unified_mount: Path | None
+    unified_path: str | None
+    v1: dict[str, Path]
+
+    @property
+    def unified_dir(self) -> Path | None:
+        if self.unified_mount is None or self.unified_path is None:
+            return None
+        return self.unified_mount / self.unified_path.lstrip("/")
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """`hierarchy:controllers:path` lines to {controller: path}; the cgroup2 line is the key ``""``."""
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":
+            paths[""] = path
+        for controller in controllers.split(","):
+            if controller:
+                paths[controller] = path
+    return paths
+
+
+def parse_mountinfo(text: str) -> tuple[Path | None, dict[str, Path]]:
+    """The cgroup2 mount point and each v1 controller's mount point (only mounts of a hierarchy's root)."""
+    unified: Path | None = None
+    v1: dict[str, Path] = {}
+    for line in text.splitlines():
+        left, separator, right = line.partition(" - ")
+        if not separator:
+            continue
+        fields_left, fields_right = left.split(), right.split()
+        if len(fields_left) < 5 or len(fields_right) < 3 or fields_left[3] != "/":
+            continue
+        mount_point = Path(fields_left[4].replace("\\040", " "))
+        fs_type, super_options = fields_right[0], fields_right[2].split(",")
+        if fs_type == "cgroup2" and unified is None:
+            unified = mount_point
+        elif fs_type == "cgroup":
+            for controller in super_options:
+                if controller in _LIMIT_CONTROLLERS:
+                    v1.setdefault(controller, mount_point)
+    return unified, v1
+
+
+def cgroup_places(view: HostView) -> CgroupPlaces:
+    own = parse_proc_cgroup(_read(view.proc_cgroup))
+    unified, v1_mounts = parse_mountinfo(_read(view.mountinfo))
+    v1 = {controller: mount / own[controller].lstrip("/") for controller, mount in v1_mounts.items()
+          if controller in own}
+    return CgroupPlaces(unified, own.get(""), v1)
+
+
+def data_dir_tag(data_dir: Path) -> str:
+    """Names this data dir's cgroups: services on one machine don't collide, a restart finds its leftovers."""
+    return "server-responder-" + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+
+
+# ---- cgroup files ------------------------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)
+
+
+def _keyed(text: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in text.splitlines() if line.strip())
+    return {pair[0]: pair[1].strip() if len(pair) > 1 else "" for pair in pairs}
+
+
+def _number(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _pids_in(directory: Path) -> list[int]:
+    return [int(line) for line in _read(directory / "cgroup.procs").split() if line.isdigit()]
+
+
+def _populated(directory: Path) -> bool:
+    events = _keyed(_read(directory / "cgroup.events"))
+    if "populated" in events:
+        return events["populated"] != "0"
+    return bool(_pids_in(directory))
+
+
+def _kill_cgroup2(directory: Path) -> None:
+    try:
+        _write(directory / "cgroup.kill", "1")
+        return
+    except FileNotFoundError:
+        pass  # A kernel before 5.14: kill what is listed until nothing is (no new process outruns a SIGKILL loop).
+    except OSError:
+        return
+    deadline = time.monotonic() + _EMPTY_WAIT_SECONDS
+    while _pids_in(directory) and time.monotonic() < deadline:
+        for pid in _pids_in(directory):
+            _signal(pid, signal.SIGKILL)
+
+
+def _wait_until_empty(directories: Iterable[Path], timeout: float = _EMPTY_WAIT_SECONDS) -> bool:
+    deadline = time.monotonic() + timeout
+    directories = list(directories)
+    while any(_populated(directory) for directory in directories if directory.exists()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_SECONDS)
+    return True
+
+
+def _remove_dirs(directories: Iterable[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("job cgroup not removed", extra={"event": "containment.remove_error",
+                                                         "path": str(directory), "error": str(error)})
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class CgroupCell:
+    """A job's cgroup2 directory (for kill and emptiness) and any v1 directories that carry its limits."""
+
+    unified: Path
+    v1: dict[str, Path] = field(default_factory=dict)
+
+    def placement(self) -> list[int]:
+        directories = [self.unified, *self.v1.values()]
+        return [os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for directory in directories]
+
+    def started(self, pid: int) -> None:
+        pass
+
+    def watch(self) -> None:
+        pass
+
+    def signal_all(self, signum: int) -> None:
+        for pid in _pids_in(self.unified):
+            _signal(pid, signum)
+
+    def kill_all(self) -> None:
+        _kill_cgroup2(self.unified)
+
+    def empty(self) -> bool:
+        return not _populated(self.unified)
+
+    def stats(self) -> JobStats:
+        memory = self.v1.get("memory")
+        if memory is not None:
+            oom = _keyed(_read(memory / "memory.oom_control")).get("oom_kill", "0")
+            return JobStats(oom not in ("", "0"), _number(_read(memory / "memory.max_usage_in_bytes")))
+        events = _keyed(_read(self.unified / "memory.events"))
+        return JobStats(events.get("oom_kill", "0") not in ("", "0"), _number(_read(self.unified / "memory.peak")))
+
+    def remove(self) -> None:
+        if not self.empty():
+            self.kill_all()
+        _wait_until_empty([self.unified])
+        # The v1 groups empty with the cgroup2 one: they hold the same processes.
+        _wait_until_empty(self.v1.values())
+        _remove_dirs([self.unified, *self.v1.values()])
+
+
+def _recover_cgroups(parent: Path, v1_parents: Iterable[Path] = ()) -> list[str]:
+    """Kill and remove every job cgroup under `parent` (and the matching v1 ones): a previous instance's."""
+    found = sorted(child for child in _children(parent))
+    for child in found:
+        _kill_cgroup2(parent / child)
+    _wait_until_empty(parent / child for child in found)
+    _remove_dirs(parent / child for child in found)
+    for v1_parent in v1_parents:
+        leftovers = sorted(_children(v1_parent))
+        for child in leftovers:
+            for pid in _pids_in(v1_parent / child):
+                _signal(pid, signal.SIGKILL)
+        _wait_until_empty(v1_parent / child for child in leftovers)
+        _remove_dirs(v1_parent / child for child in leftovers)
+        found.extend(child for child in leftovers if child not in found)
+    return found
+
+
+def _children(directory: Path) -> list[str]:
+    try:
+        return [entry.name for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _make_job_dir(directory: Path) -> Path:
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+# ---- strategy a: a delegated cgroup2 subtree with controllers ---------------------------------------------------
+
+
+@dataclass
+class DelegatedCgroups:
+    """`<own>/service` holds the service, `<own>/jobs/<job id>` each job, with limits (no internal processes)."""
+
+    root: Path
+    controllers: tuple[str, ...]
+    limits: Limits
+    kind: str = "cgroup2"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    def set_up(self, pid: int) -> None:
+        service = _make_job_dir(self.root / "service")
+        _write(service / "cgroup.procs", str(pid))
+        enable = " ".join(f"+{controller}" for controller in self.controllers)
+        _write(self.root / "cgroup.subtree_control", enable)
+        _make_job_dir(self.jobs_dir)
+        _write(self.jobs_dir / "cgroup.subtree_control", enable)
+
+    def limits_in_force(self) -> dict[str, int]:
+        shown: dict[str, int] = {}
+        if "memory" in self.controllers and self.limits.memory_max:
+            shown["memory_max"] = self.limits.memory_max
+        if "pids" in self.controllers and self.limits.pids_max:
+            shown["pids_max"] = self.limits.pids_max
+        if "cpu" in self.controllers:
+            shown["cpu_weight"] = self.limits.cpu_weight
+        return shown
+
+    def job(self, job_id: str) -> JobCell:
+        directory = _make_job_dir(self.jobs_dir / job_id)
+        limits = self.limits_in_force()
+        if "memory_max" in limits:
+            _write(directory / "memory.max", str(limits["memory_max"]))
+            if (directory / "memory.swap.max").exists():
+                # Without this the limit only moves the job's memory to swap.
+                _write(directory / "memory.swap.max", "0")
+        if "pids_max" in limits:
+            _write(directory / "pids.max", str(limits["pids_max"]))
+        if "cpu_weight" in limits:
+            _write(directory / "cpu.weight", str(limits["cpu_weight"]))
+        return CgroupCell(directory)
+
+    def recover(self) -> list[str]:
+        return _recover_cgroups(self.jobs_dir)
+
+    def close(self) -> None:
+        self.recover()
+
+
+def delegated_cgroups(settings: Any, view: HostView) -> DelegatedCgroups | None:
+    places = cgroup_places(view)
+    own = places.unified_dir
+    if own is None or places.unified_path in (None, "/"):
+        return None
+    available = _read(own / "cgroup.controllers").split()
+    controllers = tuple(controller for controller in _LIMIT_CONTROLLERS if controller in available)
+    if not controllers or not os.access(own / "cgroup.subtree_control", os.W_OK):
+        return None
+    if own.name == "service" and (own.parent / "jobs").is_dir():
+        return None  # Already set up by an instance still alive in this cgroup: not ours to take.
+    if set(_pids_in(own)) - {view.pid}:
+        return None  # Others share the cgroup: the service could not leave it without breaking their limits.
+    strategy = DelegatedCgroups(own, controllers, Limits.of(settings))
+    strategy.set_up(view.pid)
+    return strategy
+
+
+# ---- strategy b: a writable cgroup2 hierarchy for kill only, limits from cgroup v1 where writable -------------
+
+
+@dataclass
+class KillOnlyCgroups:
+    """`<own>/server-responder-<tag>/<job id>` for kill; `<v1 own>/server-responder-<tag>/<job id>` for limits."""
+
+    parent: Path
+    v1_parents: dict[str, Path]
+    limits: Limits
+
+    @property
+    def kind(self) -> str:
+        return "cgroup2-kill+v1-limits" if self.v1_parents else "cgroup2-kill"
+
+    def limits_in_force(self) -> dict[str, int]:
+        shown: dict[str, int] = {}
+        if "memory" in self.v1_parents and self.limits.memory_max:
+            shown["memory_max"] = self.limits.memory_max
+        if "pids" in self.v1_parents and self.limits.pids_max:
+            shown["pids_max"] = self.limits.pids_max
+        return shown
+
+    def job(self, job_id: str) -> JobCell:
+        unified = _make_job_dir(self.parent / job_id)
+        limits = self.limits_in_force()
+        v1: dict[str, Path] = {}
+        if "memory_max" in limits:
+            memory = v1["memory"] = _make_job_dir(self.v1_parents["memory"] / job_id)
+            _write(memory / "memory.limit_in_bytes", str(limits["memory_max"]))
+            if (memory / "memory.memsw.limit_in_bytes").exists():
+                _write(memory / "memory.memsw.limit_in_bytes", str(limits["memory_max"]))
+        elif "memory" in self.v1_parents:
+            v1["memory"] = _make_job_dir(self.v1_parents["memory"] / job_id)  # peak memory still measured
+        if "pids_max" in limits:
+            pids = v1["pids"] = _make_job_dir(self.v1_parents["pids"] / job_id)
+            _write(pids / "pids.max", str(limits["pids_max"]))
+        return CgroupCell(unified, v1)
+
+    def recover(self) -> list[str]:
+        return _recover_cgroups(self.parent, self.v1_parents.values())
+
+    def close(self) -> None:
+        self.recover()
+        _remove_dirs([self.parent, *self.v1_parents.values()])
+
+
+def kill_only_cgroups(settings: Any, view: HostView) -> KillOnlyCgroups | None:
+    places = cgroup_places(view)
+    own = places.unified_dir
+    if own is None:
+        return None
+    tag = data_dir_tag(settings.data_dir)
+    try:
+        parent = _make_job_dir(own / tag)
+        if not os.access(parent / "cgroup.procs", os.W_OK):
+            return None
+    except OSError:
+        return None
+    v1_parents: dict[str, Path] = {}
+    # Each hierarchy a job joins costs its start a migration; v1 cpu shares are not worth one.
+    for controller, directory in places.v1.items():
+        if controller not in _V1_LIMIT_CONTROLLERS:
+            continue
+        try:
+            candidate = _make_job_dir(directory / tag)
+        except OSError:
+            continue
+        if os.access(candidate / "cgroup.procs", os.W_OK):
+            v1_parents[controller] = candidate
+    return KillOnlyCgroups(parent, v1_parents, Limits.of(settings))
+
+
+# ---- strategy c: a child subreaper and the /proc process tree ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    pid: int
+    ppid: int
+    pgrp: int
+    session: int
+    state: str
+    start_time: int
+
+
+def process_entry(pid: int) -> ProcessEntry | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat.rsplit(")", 1)[1].split()
+    # After the command: state ppid pgrp session ... starttime (field 22 of the whole line).
+    return ProcessEntry(pid, int(rest[1]), int(rest[2]), int(rest[3]), rest[0], int(rest[19]))
+
+
+def process_table() -> list[ProcessEntry]:
+    entries = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            entry = process_entry(int(name))
+            if entry is not None:
+                entries.append(entry)
+    return entries
+
+
+def _alive(entry: ProcessEntry | None) -> bool:
+    return entry is not None and entry.state not in ("Z", "X")
+
+
+def _same_process(pid: int, start_time: int) -> ProcessEntry | None:
+    entry = process_entry(pid)
+    return entry if entry is not None and entry.start_time == start_time else None
+
+
+class ProcessTreeCell:
+    """A job's processes as its sessions, process groups and descendants, each kept as (pid, start time) so a
+    reused pid is never taken for one of them. Without cgroups this is the best that can be done."""
+
+    def __init__(self, record: Path | None = None, on_removed: Callable[[ProcessTreeCell], None] | None = None,
+                 service_pid: int | None = None) -> None:
+        self.record = record
+        self._on_removed = on_removed
+        self._service_pid = service_pid if service_pid is not None else os.getpid()
+        self.leaders: set[int] = set()
+        self.members: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._watched_at = 0.0
+
+    def placement(self) -> list[int]:
+        return []
+
+    def started(self, pid: int) -> None:
+        entry = process_entry(pid)
+        with self._lock:
+            self.leaders.add(pid)
+            if entry is not None:
+                self._add([entry])
+
+    def watch(self) -> None:
+        self._watched_at = time.monotonic()
+        table = process_table()
+        with self._lock:
+            known = set(self.members)
+            children: dict[int, list[ProcessEntry]] = {}
+            for entry in table:
+                children.setdefault(entry.ppid, []).append(entry)
+            found = [entry for entry in table
+                     if entry.session in self.leaders or entry.pgrp in self.leaders
+                     or (entry.pid in known and self.members[entry.pid] == entry.start_time)]
+            seen = {entry.pid for entry in found}
+            queue = list(found)
+            while queue:
+                entry = queue.pop()
+                for child in children.get(entry.pid, ()):
+                    if child.pid not in seen:
+                        seen.add(child.pid)
+                        found.append(child)
+                        queue.append(child)
+            self._add(entry for entry in found if entry.pid != self._service_pid)
+
+    def _add(self, entries: Iterable[ProcessEntry]) -> None:
+        new = [entry for entry in entries if self.members.get(entry.pid) != entry.start_time]
+        for entry in new:
+            self.members[entry.pid] = entry.start_time
+        if new and self.record is not None:
+            # Outside the workspace: what a restart after a crash kills if it is still the same process.
+            descriptor = os.open(self.record, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(descriptor, "".join(f"{entry.pid} {entry.start_time}\n" for entry in new).encode())
+            finally:
+                os.close(descriptor)
+
+    def _living(self) -> list[ProcessEntry]:
+        with self._lock:
+            members = dict(self.members)
+        living = []
+        for pid, start_time in members.items():
+            entry = _same_process(pid, start_time)
+            if _alive(entry):
+                living.append(entry)
+            elif entry is not None and entry.ppid == self._service_pid and pid not in self.leaders:
+                _reap(pid)  # a reparented descendant: the service is its parent now
+        return living
+
+    def signal_all(self, signum: int) -> None:
+        self.watch()
+        for entry in self._living():
+            _signal(entry.pid, signum)
+
+    def kill_all(self) -> None:
+        # Rounds, since a process may fork between a walk and its kill.
+        deadline = time.monotonic() + _EMPTY_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            self.watch()
+            living = self._living()
+            if not living:
+                return
+            for entry in living:
+                _signal(entry.pid, signal.SIGKILL)
+
+    def empty(self) -> bool:
+        if time.monotonic() - self._watched_at > _POLL_SECONDS:
+            self.watch()  # a walk of /proc is not cheap: one per poll is enough
+        return not self._living()
+
+    def stats(self) -> JobStats:
+        return JobStats()
+
+    def remove(self) -> None:
+        if not self.empty():
+            self.kill_all()
+        self._living()
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+        if self._on_removed is not None:
+            self._on_removed(self)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+class Subreaper:
+    """No cgroup to be had: orphans of every job are reparented to the service, which ends them with their job."""
+
+    kind = "subreaper"
+
+    def __init__(self, records: Path, pid: int | None = None) -> None:
+        self.records = records
+        self.pid = pid if pid is not None else os.getpid()
+        self._cells: set[ProcessTreeCell] = set()
+        self._lock = threading.Lock()
+
+    def set_up(self) -> None:
+        if _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("could not become a child subreaper: daemonising job processes may escape",
+                        extra={"event": "containment.subreaper_error", "errno": ctypes.get_errno()})
+
+    def limits_in_force(self) -> dict[str, int]:
+        return {}
+
+    def job(self, job_id: str) -> JobCell:
+        self.records.mkdir(parents=True, exist_ok=True)
+        cell = ProcessTreeCell(self.records / f"{job_id}.pids", self._removed, self.pid)
+        with self._lock:
+            self._cells.add(cell)
+        return cell
+
+    def _removed(self, cell: ProcessTreeCell) -> None:
+        with self._lock:
+            self._cells.discard(cell)
+            idle = not self._cells
+        if idle:
+            self.end_orphans()
+
+    def end_orphans(self) -> None:
+        """With no job running, any process reparented to the service from a session of its own belongs to a job
+        that has ended; the service's own children share its session."""
+        own_session = os.getsid(0)
+        for _ in range(3):
+            orphans = [entry for entry in process_table()
+                       if entry.ppid == self.pid and entry.session != own_session]
+            if not orphans:
+                return
+            for entry in orphans:
+                if _alive(entry):
+                    _signal(entry.pid, signal.SIGKILL)
+            for entry in orphans:
+                _reap_blocking(entry.pid)
+
+    def close(self) -> None:
+        self.recover()
+        self.end_orphans()
+
+    def recover(self) -> list[str]:
+        found = []
+        for record in sorted(self.records.glob("*.pids")):
+            found.append(record.stem)
+            for line in _read(record).splitlines():
+                pid_text, _, start_text = line.partition(" ")
+                if not (pid_text.isdigit() and start_text.isdigit()):
+                    continue
+                entry = _same_process(int(pid_text), int(start_text))
+                if _alive(entry):
+                    _signal(entry.pid, signal.SIGKILL)
+                    _kill_session(entry.pid)
+            record.unlink(missing_ok=True)
+        return found
+
+
+def _kill_session(leader: int) -> None:
+    for entry in process_table():
+        if entry.session == leader or entry.pgrp == leader:
+            _signal(entry.pid, signal.SIGKILL)
+
+
+def _reap_blocking(pid: int) -> None:
+    deadline = time.monotonic() + _EMPTY_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(_POLL_SECONDS)
+
+
+def subreaper(settings: Any, view: HostView) -> Subreaper:
+    strategy = Subreaper(settings.work_dir, view.pid)
+    strategy.set_up()
+    return strategy
+
+
+# Best first; the first that this machine allows is the one used.
+STRATEGIES: tuple[tuple[str, Callable[[Any, HostView], Containment | None]], ...] = (
+    ("cgroup2", delegated_cgroups),
+    ("cgroup2-kill", kill_only_cgroups),
+    ("subreaper", subreaper),
+)
+
+
+def detect_containment(settings: Any, view: HostView | None = None) -> Containment:
+    view = view or HostView()
+    for name, strategy in STRATEGIES:
+        try:
+            found = strategy(settings, view)
+        except OSError as error:
+            log.warning("containment not available", extra={"event": "containment.unavailable", "kind": name,
+                                                            "error": str(error)})
+            continue
+        if found is not None:
+            return found
+    raise RuntimeError("no containment strategy applies")  # subreaper always does
+
+
+def containment_status(containment: Containment, run_as: Any | None) -> dict[str, Any]:
+    """What `/health` and the start-up log say: the containment, the limits in force, who jobs run as."""
+    service_uid = os.geteuid()
+    if run_as is not None:
+        job_user = run_as.name
+    else:
+        try:
+            job_user = pwd.getpwuid(service_uid).pw_name
+        except KeyError:
+            job_user = str(service_uid)
+    return {"kind": containment.kind, "limits": containment.limits_in_force(), "job_user": job_user,
+            "jobs_share_service_user": run_as is None or run_as.uid == service_uid}

@@ -1,0 +1,201 @@
+"""Containment against real responders: nothing of a job outlives it, limits hold, jobs can't read the service.
+
+On a root service this host gives the cgroup strategies; the same tests run on a service started as nobody,
+which has no writable cgroup and so contains jobs as a child subreaper."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import RunningResponder, responder_env
+
+NOBODY = 65534
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starting services as root and as nobody needs root")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def wait_for_file(path: Path, seconds: float = 15) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written within {seconds}s")
+
+
+def start_responder(tmp_path: Path, strategy: str, name: str = "r", **settings) -> RunningResponder:
+    home = tmp_path / f"{strategy}-{name}"
+    home.mkdir(exist_ok=True)
+    responder = RunningResponder(home / "data", responder_env(home, **settings))
+    if strategy == "subreaper":
+        # Read access to the test's interpreter under /root, nothing else: no cgroup is writable for nobody.
+        os.chown(home, NOBODY, NOBODY)
+        responder.command_prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                    "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return responder.start()
+
+
+@pytest.fixture(params=["cgroup", "subreaper"])
+def strategy(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def started(tmp_path: Path, strategy: str):
+    responders: list[RunningResponder] = []
+
+    def start(name: str = "r", **settings) -> RunningResponder:
+        responder = start_responder(tmp_path, strategy, name, **settings)
+        responders.append(responder)
+        return responder
+
+    yield start
+    for responder in responders:
+        responder.stop()
+
+
+@pytest.fixture
+def marks(tmp_path: Path) -> Path:
+    """Where jobs (of any user) write the pids the test checks."""
+    directory = tmp_path / "marks"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    return directory
+
+
+def daemon_script(marks: Path, name: str, then: str = "") -> str:
+    # A double-forked daemon in a session of its own, writing its own pid.
+    pid_file, alive = marks / f"{name}.pid", marks / f"{name}.alive"
+    return (f"setsid sh -c 'echo $$ > {pid_file}; sleep 120; echo alive > {alive}' >/dev/null 2>&1 </dev/null &\n"
+            f"{then}\n")
+
+
+def submit(responder: RunningResponder, script: str, **fields) -> dict:
+    answer = responder.request("POST", "/jobs", body={"language": "sh", "script": script, **fields})
+    assert answer.status == 202, answer.body
+    return answer.json()
+
+
+def test_a_daemon_is_gone_when_its_job_ends(started, marks):
+    responder = started()
+    job = submit(responder, daemon_script(marks, "ended", "while [ ! -s " + str(marks / "ended.pid") + " ]; do :; done"))
+    assert responder.wait_for(job["id"])["status"] == "succeeded"
+    assert gone_within(int(wait_for_file(marks / "ended.pid")), 10)
+
+
+def test_a_daemon_is_gone_when_its_job_times_out(started, marks):
+    responder = started(kill_grace_seconds=1)
+    job = submit(responder, daemon_script(marks, "timed", "sleep 100"), timeout=2)
+    daemon = int(wait_for_file(marks / "timed.pid"))
+    assert _alive(daemon)
+    assert responder.wait_for(job["id"])["status"] == "timed_out"
+    assert gone_within(daemon, 10)
+
+
+def test_a_daemon_is_gone_when_its_job_is_cancelled(started, marks):
+    responder = started(kill_grace_seconds=1)
+    job = submit(responder, daemon_script(marks, "cancelled", "sleep 100"))
+    daemon = int(wait_for_file(marks / "cancelled.pid"))
+    assert _alive(daemon)
+    assert responder.request("DELETE", f"/jobs/{job['id']}").status in (200, 202)
+    assert responder.wait_for(job["id"])["status"] == "cancelled"
+    assert gone_within(daemon, 10)
+
+
+def test_nothing_of_a_job_survives_a_killed_service_and_its_restart(started, strategy, marks):
+    responder = started()
+    job = submit(responder, daemon_script(marks, "crash", "sleep 100"))
+    daemon = int(wait_for_file(marks / "crash.pid"))
+    workspace = responder.data_dir / "work" / job["id"]
+    assert workspace.is_dir() and _alive(daemon)
+    if strategy == "subreaper":
+        # Its record of the job's processes grows as they are seen: wait until it names the daemon.
+        record = responder.data_dir / "work" / f"{job['id']}.pids"
+        deadline = time.monotonic() + 10
+        while str(daemon) not in (record.read_text().split() if record.exists() else ()):
+            assert time.monotonic() < deadline, "the daemon was never recorded"
+            time.sleep(0.05)
+    responder.kill()
+    responder.start()
+    assert gone_within(daemon, 15)
+    deadline = time.monotonic() + 15
+    while workspace.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not workspace.exists()
+    assert responder.wait_for(job["id"])["status"] == "interrupted"
+    assert not (marks / "crash.alive").exists()
+
+
+def test_jobs_cannot_read_the_service_environment(started, strategy):
+    responder = started()
+    service_pid = responder.process.pid
+    script = (f"cat /proc/$PPID/environ; echo parent=$?; cat /proc/{service_pid}/environ; echo service=$?; "
+              "id -u; grep -E '^Cap(Prm|Eff|Amb)' /proc/self/status")
+    job = responder.wait_for(submit(responder, script)["id"])
+    assert "SERVER_RESPONDER" not in job["output"]
+    assert "parent=0" not in job["stdout"] and "service=0" not in job["stdout"]
+    lines = job["stdout"].split()
+    assert lines[lines.index("service=1") + 1] != "0"
+    assert job["stdout"].count("0000000000000000") == 3, job["stdout"]
+    health = responder.request("GET", "/health", token=False).json()["containment"]
+    if strategy == "subreaper":
+        assert health == {"kind": "subreaper", "limits": {}, "job_user": "nobody", "jobs_share_service_user": True}
+        assert "jobs run as the service's own user (nobody)" in "".join(responder.output)
+    else:
+        assert health["kind"].startswith("cgroup2")
+        assert health["job_user"] == "nobody" and health["jobs_share_service_user"] is False
+
+
+def cgroup_limits(tmp_path: Path, **settings) -> RunningResponder:
+    responder = start_responder(tmp_path, "cgroup", **settings)
+    limits = responder.request("GET", "/health", token=False).json()["containment"]["limits"]
+    if set(settings) - {"job_" + key for key in limits}:
+        responder.stop()
+        pytest.skip(f"this machine's cgroups give only {sorted(limits)}")
+    return responder
+
+
+def test_a_job_past_job_memory_max_is_killed_and_says_so(tmp_path):
+    responder = cgroup_limits(tmp_path, job_memory_max=64 * 1024 * 1024)
+    try:
+        job = responder.submit("b = bytearray(400 * 1024 * 1024)", language="python")
+        job = responder.wait_for(job["id"])
+        assert job["status"] == "failed" and job["signal"] == "SIGKILL"
+        assert job["oom_killed"] is True
+        assert 0 < job["peak_memory_bytes"] <= 64 * 1024 * 1024
+        small = responder.wait_for(responder.submit("b = bytearray(8 * 1024 * 1024)", language="python")["id"])
+        assert small["status"] == "succeeded" and small["oom_killed"] is False
+        assert small["peak_memory_bytes"] >= 8 * 1024 * 1024
+        document = responder.request("GET", f"/results/{job['results_location']}").json()
+        assert document["oom_killed"] is True and document["peak_memory_bytes"] == job["peak_memory_bytes"]
+    finally:
+        responder.stop()
+
+
+def test_a_fork_loop_stops_at_job_pids_max(tmp_path):
+    responder = cgroup_limits(tmp_path, job_pids_max=16)
+    try:
+        script = "i=0; while [ $i -lt 100 ]; do sleep 60 & i=$((i+1)); done; echo spawned; wait"
+        job = responder.wait_for(submit(responder, script, timeout=5)["id"], timeout=30)
+        assert job["status"] in ("failed", "timed_out")
+        assert "Cannot fork" in job["stderr"]
+    finally:
+        responder.stop()
