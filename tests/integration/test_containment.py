@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunningResponder, responder_env
+from tests.conftest import RunningResponder, responder_env
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starting services as root and as nobody needs root")
