@@ -27,7 +27,7 @@ REGION = "eu-west-1"
 ACCESS_KEY_ID = "AKIATESTINGSERVICEKEY"
 SECRET_ACCESS_KEY = "service-secret-access-key-value"
 SESSION_TOKEN = "service-session-token-value"
-VOLATILE = ("job_id", "created_at", "started_at", "finished_at", "duration_s")
+VOLATILE = ("job_id", "created_at", "started_at", "finished_at", "duration_s", "peak_memory_bytes")
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 ARTIFACTS_SCRIPT = """\
 import os
