@@ -20,6 +20,8 @@ from appliance_host import Appliance
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--image", action="store_true",
                      help="the hosts are freshly provisioned images, before user data: check they hold no secret")
+    parser.addoption("--vm", action="store_true",
+                     help="the hosts are VMs or instances (cgroup v2 with every controller): job limits must hold")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -38,7 +38,12 @@ def test_job_network_rules_come_before_the_service(host):
     ("PrivateTmp", "yes"),
     ("ProtectHome", "yes"),
     ("PrivateDevices", "yes"),
-    ("ReadWritePaths", f"{DATA_DIR} {LOG_DIR}"),
+    ("ReadWritePaths", f"{DATA_DIR} {LOG_DIR} " + " ".join(f"-{root}/system.slice/{UNIT}.service"
+                                                        for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"))),
+    ("ReadOnlyPaths", "/sys/fs/cgroup"),
+    ("ProtectControlGroups", "no"),
+    ("Delegate", "yes"),
+    ("KillMode", "control-group"),
     ("AmbientCapabilities", CAPABILITIES),
     ("CapabilityBoundingSet", CAPABILITIES),
     ("Restart", "on-failure"),
