@@ -116,9 +116,20 @@ def test_no_limit_means_no_limit_file_and_only_available_controllers(tmp_path):
     assert sorted(path.name for path in (own / "jobs/abc").iterdir()) == ["cpu.weight"]
 
 
+def test_a_delegated_cgroup_without_controllers_keeps_the_layout_for_kill_only(tmp_path):
+    # What a systemd-nspawn container on a host with cgroup v1 controllers delegates: cgroup.kill, no limits.
+    own = delegated_tree(tmp_path, controllers="")
+    strategy = delegated_cgroups(settings(tmp_path), view(tmp_path, PURE_V2_CGROUP, hybrid=False))
+    assert strategy is not None and strategy.kind == "cgroup2"
+    assert (own / "service/cgroup.procs").read_text() == "4242"
+    assert (own / "cgroup.subtree_control").read_text() == ""
+    assert strategy.limits_in_force() == {}
+    strategy.job("abc")
+    assert sorted(path.name for path in (own / "jobs/abc").iterdir()) == []
+
+
 @pytest.mark.parametrize("cgroup, controllers, procs", [
     ("0::/\n", "memory pids", "4242\n"),                      # the root cgroup: never delegated
-    (PURE_V2_CGROUP, "hugetlb", "4242\n"),                   # no controller to limit with
     (PURE_V2_CGROUP, "memory pids", "4242\n4243\n"),         # others in the cgroup
 ])
 def test_delegation_is_not_used_where_it_would_not_hold(tmp_path, cgroup, controllers, procs):

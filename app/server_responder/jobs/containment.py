@@ -367,7 +367,7 @@ def _make_job_dir(directory: Path) -> Path:
     return directory
 
 
-# ---- strategy a: a delegated cgroup2 subtree with controllers ---------------------------------------------------
+# ---- strategy a: a delegated cgroup2 subtree, with the controllers it has -------------------------------------------------
 
 
 @dataclass
@@ -386,10 +386,11 @@ class DelegatedCgroups:
     def set_up(self, pid: int) -> None:
         service = _make_job_dir(self.root / "service")
         _write(service / "cgroup.procs", str(pid))
-        enable = " ".join(f"+{controller}" for controller in self.controllers)
-        _write(self.root / "cgroup.subtree_control", enable)
         _make_job_dir(self.jobs_dir)
-        _write(self.jobs_dir / "cgroup.subtree_control", enable)
+        if self.controllers:
+            enable = " ".join(f"+{controller}" for controller in self.controllers)
+            _write(self.root / "cgroup.subtree_control", enable)
+            _write(self.jobs_dir / "cgroup.subtree_control", enable)
 
     def limits_in_force(self) -> dict[str, int]:
         shown: dict[str, int] = {}
@@ -429,7 +430,8 @@ def delegated_cgroups(settings: Any, view: HostView) -> DelegatedCgroups | None:
         return None
     available = _read(own / "cgroup.controllers").split()
     controllers = tuple(controller for controller in _LIMIT_CONTROLLERS if controller in available)
-    if not controllers or not os.access(own / "cgroup.subtree_control", os.W_OK):
+    # Delegated without controllers (a container that keeps them in cgroup v1): the same layout, kill only.
+    if not os.access(own / "cgroup.subtree_control", os.W_OK):
         return None
     if own.name == "service" and (own.parent / "jobs").is_dir():
         return None  # Already set up by an instance still alive in this cgroup: not ours to take.
