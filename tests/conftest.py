@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from server_responder.jobs.containment import HostView, cgroup_places, data_dir_tag
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -105,6 +107,20 @@ class RunningResponder:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def remove_cgroups(self) -> None:
+        """Remove the (empty) cgroups a stopped service of this data dir left: a crash leaves them for a restart."""
+        places = cgroup_places(HostView())
+        for base in (places.unified_dir, *places.v1.values()):
+            directory = base / data_dir_tag(self.data_dir) if base is not None else None
+            if directory is None or not directory.is_dir():
+                continue
+            for child in directory.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def peak_memory_growth(self, action: Callable[[], Any]) -> tuple[int, Any]:
         """How far the service's peak RSS (VmHWM) rose above its RSS while `action` ran, and what it returned."""
@@ -206,6 +222,7 @@ def make_responder(tmp_path: Path) -> Iterator:
     yield make
     for responder in started:
         responder.stop()
+        responder.remove_cgroups()
 
 
 @pytest.fixture

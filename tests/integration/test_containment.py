@@ -70,6 +70,7 @@ def started(tmp_path: Path, strategy: str):
     yield start
     for responder in responders:
         responder.stop()
+        responder.remove_cgroups()
 
 
 @pytest.fixture

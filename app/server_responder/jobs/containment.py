@@ -69,6 +69,18 @@ class Limits:
     def of(cls, settings: Any) -> Limits:
         return cls(settings.job_memory_max, settings.job_pids_max, settings.job_cpu_weight)
 
+    def in_force(self, controllers: Iterable[str]) -> dict[str, int]:
+        """The limits that apply where these controllers can be used."""
+        controllers = set(controllers)
+        shown: dict[str, int] = {}
+        if "memory" in controllers and self.memory_max:
+            shown["memory_max"] = self.memory_max
+        if "pids" in controllers and self.pids_max:
+            shown["pids_max"] = self.pids_max
+        if "cpu" in controllers:
+            shown["cpu_weight"] = self.cpu_weight
+        return shown
+
 
 @dataclass(frozen=True)
 class JobStats:
@@ -393,14 +405,7 @@ class DelegatedCgroups:
             _write(self.jobs_dir / "cgroup.subtree_control", enable)
 
     def limits_in_force(self) -> dict[str, int]:
-        shown: dict[str, int] = {}
-        if "memory" in self.controllers and self.limits.memory_max:
-            shown["memory_max"] = self.limits.memory_max
-        if "pids" in self.controllers and self.limits.pids_max:
-            shown["pids_max"] = self.limits.pids_max
-        if "cpu" in self.controllers:
-            shown["cpu_weight"] = self.limits.cpu_weight
-        return shown
+        return self.limits.in_force(self.controllers)
 
     def job(self, job_id: str) -> JobCell:
         directory = _make_job_dir(self.jobs_dir / job_id)
@@ -458,12 +463,7 @@ class KillOnlyCgroups:
         return "cgroup2-kill+v1-limits" if self.v1_parents else "cgroup2-kill"
 
     def limits_in_force(self) -> dict[str, int]:
-        shown: dict[str, int] = {}
-        if "memory" in self.v1_parents and self.limits.memory_max:
-            shown["memory_max"] = self.limits.memory_max
-        if "pids" in self.v1_parents and self.limits.pids_max:
-            shown["pids_max"] = self.limits.pids_max
-        return shown
+        return self.limits.in_force(self.v1_parents)
 
     def job(self, job_id: str) -> JobCell:
         unified = _make_job_dir(self.parent / job_id)
