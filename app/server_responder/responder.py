@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server_responder.files import write_atomically
 from server_responder.jobs.callbacks import CompletionCallbacks
 from server_responder.jobs.containment import containment_status, detect_containment
+from server_responder.jobs.runner import (
+    JobUser, blocking_directory, ensure_shared_work_root, job_user_for, shared_work_dir,
+)
 from server_responder.jobs.script import script_job_type
 from server_responder.jobs.service import JobService
 from server_responder.jobs.types import JobTypes
@@ -21,7 +24,7 @@ from server_responder.results.location import open_result_store
 from server_responder.results.lookup import ResultLookup
 from server_responder.results.store import ResultStore
 from server_responder.results.upload_spool import UploadSpool
-from server_responder.settings import Settings
+from server_responder.settings import Settings, SettingsError
 
 log = logging.getLogger("server_responder")
 
@@ -29,6 +32,23 @@ log = logging.getLogger("server_responder")
 def job_types(settings: Settings) -> JobTypes:
     """Every job type this responder runs: adding one is an entry here and its executor."""
     return JobTypes.of([script_job_type(), *project_job_types(settings)])
+
+
+def reachable_work_dir(settings: Settings, run_as: JobUser | None) -> Settings:
+    """Settings whose work_dir the job user can reach: a job's HOME and TMPDIR are in its workspace."""
+    if run_as is None:
+        return settings
+    blocked = blocking_directory(settings.work_dir, run_as)
+    if blocked is None:
+        return settings
+    if settings.work_dir != settings.data_dir / "work":
+        raise SettingsError(f"work_dir: {settings.work_dir} cannot be reached by the job user {run_as.name} "
+                            f"({blocked} is closed to it)")
+    ensure_shared_work_root()
+    moved = replace(settings, work_dir=shared_work_dir(settings.data_dir))
+    log.info("workspaces moved where the job user can reach them",
+             extra={"event": "jobs.work_dir", "work_dir": str(moved.work_dir), "closed": str(blocked)})
+    return moved
 
 
 @dataclass
@@ -46,6 +66,7 @@ class Responder:
     @classmethod
     def create(cls, settings: Settings) -> Responder:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        settings = reachable_work_dir(settings, job_user_for(settings.job_user, os.geteuid()))
         store, uploads = open_result_store(settings)
         clock = IdleClock(settings.data_dir / "last_job.json")
         types = job_types(settings)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from server_responder.jobs.containment import data_dir_tag
 from tests.conftest import RunningResponder, responder_env
 
 NOBODY = 65534
@@ -200,3 +201,37 @@ def test_a_fork_loop_stops_at_job_pids_max(tmp_path):
         assert "Cannot fork" in job["stderr"]
     finally:
         responder.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as another user only when the service is root")
+def test_a_private_data_dir_moves_workspaces_where_the_job_user_can_reach_them(tmp_path):
+    # The quickstart as root: the data dir is under /root (0700), which nobody cannot pass.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    responder = RunningResponder(private / "data", responder_env(private))
+    responder.start()
+    try:
+        job = responder.submit('id -u; echo kept > "$TMPDIR/f" && cat "$TMPDIR/f"; ls "$HOME" > /dev/null && pwd',
+                               language="sh")
+        assert job["status"] == "succeeded", job["stderr"]
+        uid, kept, workspace = job["stdout"].split()
+        assert uid != "0" and kept == "kept"
+        assert Path(workspace).parent == Path("/var/tmp/server-responder") / data_dir_tag(private / "data")
+        assert not Path(workspace).exists()
+    finally:
+        responder.stop()
+        responder.remove_cgroups()
+        (Path("/var/tmp/server-responder") / data_dir_tag(private / "data")).rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as another user only when the service is root")
+def test_a_work_dir_the_job_user_cannot_reach_is_refused_at_start(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    responder = RunningResponder(private / "data", responder_env(private, work_dir=str(private / "work")))
+    with pytest.raises(RuntimeError) as refused:
+        responder.start(timeout=10)
+    output = str(refused.value)
+    assert "listening on" not in output
+    assert f"work_dir: {private / 'work'} cannot be reached by the job user" in output
+    assert f"({private} is closed to it)" in output

@@ -6,6 +6,7 @@ import os
 import pwd
 import selectors
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -13,12 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_responder.jobs.containment import JobCell, ProcessTreeCell, child_setup
+from server_responder.jobs.containment import JobCell, ProcessTreeCell, child_setup, data_dir_tag
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The appliance's job user; a root service with no job_user runs jobs as it when it exists, else as nobody.
 APPLIANCE_JOB_USER = "server-responder-job"
 UNPRIVILEGED_USER = "nobody"
+SHARED_WORK_ROOT = Path("/var/tmp/server-responder")
 # How long output may still arrive after the job's own process has exited.
 _LATE_OUTPUT_SECONDS = 1.0
 _POLL_SECONDS = 0.05
@@ -58,6 +60,41 @@ def job_user_for(configured: str, service_uid: int) -> JobUser | None:
             continue
     raise RuntimeError(f"the service runs as root and neither {APPLIANCE_JOB_USER} nor {UNPRIVILEGED_USER} exists "
                        "to run jobs as: set job_user")
+
+
+def blocking_directory(path: Path, user: JobUser) -> Path | None:
+    """The first directory on the way to `path` that `user` (with no supplementary groups) cannot pass."""
+    for directory in reversed((path, *path.parents)):
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            return None  # made later by the service, with modes the job user can pass
+        if info.st_uid == user.uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == user.gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return directory
+    return None
+
+
+def shared_work_dir(data_dir: Path) -> Path:
+    """Where a root service keeps workspaces when its data dir is private (under /root, say): the job user's
+    HOME and TMPDIR are inside them."""
+    return SHARED_WORK_ROOT / data_dir_tag(data_dir)
+
+
+def ensure_shared_work_root() -> None:
+    """/var/tmp/server-responder, made by root for root: never a directory or link someone else put there."""
+    try:
+        SHARED_WORK_ROOT.mkdir(mode=0o711)
+    except FileExistsError:
+        pass
+    info = SHARED_WORK_ROOT.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        raise RuntimeError(f"{SHARED_WORK_ROOT} is not a directory only root can write; remove it or set work_dir")
 
 
 @dataclass(frozen=True)
