@@ -41,10 +41,13 @@ def reachable_work_dir(settings: Settings, run_as: JobUser | None) -> Settings:
     blocked = blocking_directory(settings.work_dir, run_as)
     if blocked is None:
         return settings
-    if settings.work_dir != settings.data_dir / "work":
+    if settings.work_dir != settings.data_dir / "work" or os.geteuid() != 0:
         raise SettingsError(f"work_dir: {settings.work_dir} cannot be reached by the job user {run_as.name} "
                             f"({blocked} is closed to it)")
-    ensure_shared_work_root()
+    try:
+        ensure_shared_work_root()
+    except RuntimeError as error:
+        raise SettingsError(f"work_dir: {error}") from None
     moved = replace(settings, work_dir=shared_work_dir(settings.data_dir))
     log.info("workspaces moved where the job user can reach them",
              extra={"event": "jobs.work_dir", "work_dir": str(moved.work_dir), "closed": str(blocked)})
