@@ -3,7 +3,6 @@
 import json
 import os
 import socket
-import time
 import urllib.parse
 from pathlib import Path
 

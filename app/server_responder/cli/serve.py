@@ -9,7 +9,6 @@ import sys
 
 from server_responder import __version__
 from server_responder.cli.common import Command, config_option, load_settings
-from server_responder.settings import Settings
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.record import (
     CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, Job, JobSpool, job_status, new_job_id, utc_now,
 )
-from server_responder.jobs.runner import JobUser, job_user_for
+from server_responder.jobs.runner import job_user_for
 from server_responder.jobs.types import JobTypes
 from server_responder.lifecycle.idle import IdleClock
 from server_responder.results.keys import default_location
