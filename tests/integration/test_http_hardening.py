@@ -152,6 +152,9 @@ FRAMING_CASES = {
     "a malformed request line": (b"GARBAGE\r\n\r\n", 400, "Request-Line"),
     "an HTTP version the server does not speak": (b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 400, "HTTP version"),
     "a header line without a colon": (b"GET /health HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n", 400, "header"),
+    "whitespace between a header's name and its colon": (
+        b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n", 400, "directly by a colon"),
+    "a NUL in a header value": (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400, "NUL"),
     "more header fields than allowed": (
         b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431,
         "header fields"),

@@ -33,6 +33,8 @@ MAX_HEADER_COUNT = 100
 # Headers that must appear at most once: two of them make the request's framing or target ambiguous.
 _SINGLE_HEADERS = (b"content-length", b"transfer-encoding", b"host")
 _DIGITS = frozenset(b"0123456789")
+# RFC 9110's token characters: a field name is one of these runs, and nothing stands between it and its colon.
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,13 @@ class _CountedHeaderLines:
         self.count += 1
         if self.count > MAX_HEADER_COUNT + 1:
             raise TooManyHeaders(f"more than {MAX_HEADER_COUNT} header fields")
+        if b"\0" in line:
+            raise ValueError("header field: NUL is not allowed")
+        if line not in (b"\r\n", b"\n") and line[:1] not in (b" ", b"\t"):
+            raw_name, colon, _ = line.partition(b":")
+            # "Host : x" is read as Host by some servers and not by others: refused, as RFC 9112 says.
+            if colon and not (raw_name and _TOKEN.issuperset(raw_name)):
+                raise ValueError("header field: its name must be a token followed directly by a colon")
         name = line.partition(b":")[0].strip().lower()
         if name in _SINGLE_HEADERS:
             if name in self.seen:
