@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from server_responder.jobs.containment import HostView, cgroup_places, data_dir_tag
+from server_responder.jobs.runner import SHARED_WORK_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -103,13 +104,18 @@ class RunningResponder:
         self.output.append(rest or "")
         code = self.process.returncode
         self.process = None
+        if sig != signal.SIGKILL:
+            # A killed service leaves its cgroups for its restart to find; a stopped one leaves nothing.
+            self.remove_leftovers()
         return code
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def remove_cgroups(self) -> None:
-        """Remove the (empty) cgroups a stopped service of this data dir left: a crash leaves them for a restart."""
+    def remove_leftovers(self) -> None:
+        """Remove the empty cgroups and shared work dir a stopped service of this data dir leaves behind."""
+        with contextlib.suppress(OSError):
+            (SHARED_WORK_ROOT / data_dir_tag(self.data_dir)).rmdir()
         places = cgroup_places(HostView())
         for base in (places.unified_dir, *places.v1.values()):
             directory = base / data_dir_tag(self.data_dir) if base is not None else None
@@ -222,7 +228,6 @@ def make_responder(tmp_path: Path) -> Iterator:
     yield make
     for responder in started:
         responder.stop()
-        responder.remove_cgroups()
 
 
 @pytest.fixture
