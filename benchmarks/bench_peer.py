@@ -2,7 +2,9 @@
 
 One run starts both, checks that every endpoint answers `9`, then alternates timed `hey` rounds between
 webhook running `sh -c 'echo 9'`, the responder's `POST /jobs?wait=10` and its original form protocol `POST /`,
-and prints medians over the rounds (min–max) with ratios to webhook. Prints figures; asserts nothing about speed.
+and prints medians over the rounds (min–max) with ratios to webhook. Then RSS, start time, the API's latency
+with 100 and --records job records kept, and the pauses while old records are pruned; last a summary of the
+targets with what was measured. Prints figures and exits 0 whatever they are; asserts nothing about speed.
 Usage: `benchmarks/run [--quick] [--rounds 3] [--records 100000] ...` (see --help).
 """
 
@@ -10,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import itertools
 import json
+import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -20,20 +26,40 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "benchmark-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ECHO_JOB = {"type": "script", "language": "sh", "script": "echo 9"}
 SEED_JOB = {"type": "script", "language": "sh", "script": "echo seed"}
-QUICK = {"requests": 32, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2, "record_requests": 20}
-FULL = {"requests": 200, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5, "record_requests": 30}
+QUICK = {"requests": 32, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2, "record_requests": 30,
+         "seed_clients": 16, "pruning_retained": 100, "pruning_jobs": 300}
+FULL = {"requests": 200, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5, "record_requests": 200,
+        "seed_clients": 16, "pruning_retained": 1000, "pruning_jobs": 3000}
+# Seen in a service's child's command line: a helper process running the service's own code, not a job.
+SERVICE_CODE = "server_responder"
+# Jobs the pruning measurement keeps waiting at most: enough to keep every worker busy, few enough that the
+# submits go on while the jobs past retention finish and their oldest records are pruned.
+PRUNING_BACKLOG = 8
+# The issue's targets.
+P50_RATIO_MAX = 1.5
+RATE_RATIO_MIN = 1.0
+READY_S_MAX = 0.300
+IDLE_RSS_MIB_MAX = 40.0
+PRUNING_PAUSE_MS_MAX = 5.0
+# "Flat": the p50 with --records kept within this factor of the p50 with 100 (room for run-to-run noise only).
+FLAT_RATIO_MAX = 1.2
 
 
 @dataclass
@@ -89,6 +115,95 @@ class Endpoint:
 
 
 @dataclass
+class Latencies:
+    """Seconds per request, and how many answers were not the status expected."""
+    seconds: list[float] = field(default_factory=list)
+    unexpected: int = 0
+
+    def add(self, seconds: float, expected: bool) -> None:
+        self.seconds.append(seconds)
+        self.unexpected += not expected
+
+    def ms(self, quantile: float) -> float:
+        """The nearest-rank quantile in milliseconds (1.0: the slowest)."""
+        if not self.seconds:
+            return float("nan")
+        ordered = sorted(self.seconds)
+        return 1000 * ordered[max(0, math.ceil(quantile * len(ordered)) - 1)]
+
+
+class ApiClient:
+    """One keep-alive connection to the responder, timing each request from sending to the last byte read."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def request(self, method: str, path: str, document: object = None) -> tuple[int, bytes, float]:
+        body = json.dumps(document).encode() if document is not None else None
+        headers = {**BEARER, **({"Content-Type": "application/json"} if body else {})}
+        started = time.perf_counter()
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            answer = self.connection.getresponse()
+            content = answer.read()
+        except (OSError, http.client.HTTPException):
+            # Counted as a failed request (status 0); the next one gets a fresh connection.
+            self.close()
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            return 0, b"", time.perf_counter() - started
+        return answer.status, content, time.perf_counter() - started
+
+    def busy_jobs(self) -> int | None:
+        """Queued plus running jobs, as `GET /health` counts them; None without an answer."""
+        status, content, _ = self.request("GET", "/health")
+        if status != 200:
+            return None
+        health = json.loads(content)
+        return health["queued_jobs"] + health["running_jobs"]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@dataclass
+class Memory:
+    """VmRSS of a server's process, and of the helper processes it runs its own code in (never its jobs)."""
+    service_mib: float
+    helpers_mib: float
+    helpers: int
+
+    @property
+    def total_mib(self) -> float:
+        return self.service_mib + self.helpers_mib
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"process {pid}: no VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in listing.read_text().split()]
+    return found
+
+
+def service_helpers(pid: int) -> list[int]:
+    """Descendants running the service's code; a job, and whatever it starts, is left out."""
+    helpers = []
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            if SERVICE_CODE in Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                helpers += [child, *service_helpers(child)]
+    return helpers
+
+
+@dataclass
 class Server:
     name: str
     process: subprocess.Popen
@@ -99,11 +214,25 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"{self.name}: no VmRSS")
+    def memory(self) -> Memory:
+        helpers = service_helpers(self.process.pid)
+        helpers_mib = 0.0
+        for helper in helpers:
+            with contextlib.suppress(OSError):
+                helpers_mib += rss_mib(helper)
+        return Memory(rss_mib(self.process.pid), helpers_mib, len(helpers))
+
+    def wait_until_idle(self, timeout: float = 7200) -> None:
+        """Until `GET /health` counts no queued or running job."""
+        client = ApiClient(self.port)
+        deadline = time.monotonic() + timeout
+        try:
+            while client.busy_jobs() != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} still busy after {timeout}s")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -167,14 +296,23 @@ def start_responder(home: Path, **settings: object) -> Server:
                                "--port", str(port)], home, port, env)
 
 
+@contextlib.contextmanager
+def running_responder(home: Path, **settings: object):
+    responder = start_responder(home, **settings)
+    try:
+        seconds_to_first_answer(responder, "/health")
+        yield responder
+    finally:
+        responder.stop()
+
+
 def echo_endpoints(webhook: Server, responder: Server) -> list[Endpoint]:
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
     form = urllib.parse.urlencode({"api_token": TOKEN,
                                    "payload": json.dumps({"script_payload": "echo 9", "language": "sh"})})
     return [
         Endpoint("webhook", f"{webhook.url}/hooks/echo"),
         Endpoint("responder POST /jobs", f"{responder.url}/jobs?wait=10", json.dumps(ECHO_JOB).encode(),
-                 "application/json", bearer),
+                 "application/json", BEARER),
         Endpoint("responder POST / form", f"{responder.url}/", form.encode(), "application/x-www-form-urlencoded"),
     ]
 
@@ -188,17 +326,6 @@ def answer_of_nine(endpoint: Endpoint) -> str:
         return body.decode()
     document = json.loads(body)
     return document["stdout"] if "stdout" in document else document["results"]
-
-
-def wait_until_idle(responder: Server, timeout: float = 3600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{responder.url}/health", timeout=10) as answer:
-            health = json.load(answer)
-        if health["queued_jobs"] == 0 and health["running_jobs"] == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"responder still busy after {timeout}s")
 
 
 def spread(values: list[float], digits: int = 1) -> str:
@@ -221,7 +348,10 @@ def header(webhook_version: str, responder_version: str) -> str:
             f"{webhook_version}; Server Responder {responder_version}; hey {hey or 'unknown'}; loopback 127.0.0.1")
 
 
-def measure_echo(endpoints: list[Endpoint], args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+EchoFigures = dict[str, dict[str, list[float]]]
+
+
+def measure_echo(endpoints: list[Endpoint], args: argparse.Namespace) -> EchoFigures:
     figures = {e.label: {"p50_1": [], "p95_1": [], "rps_8": [], "p50_8": [], "unexpected": []} for e in endpoints}
     for round_number in range(args.rounds):
         # Rotated each round, so no server always runs first or last while the machine's load drifts.
@@ -238,7 +368,7 @@ def measure_echo(endpoints: list[Endpoint], args: argparse.Namespace) -> dict[st
     return figures
 
 
-def print_echo_table(figures: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
+def print_echo_table(figures: EchoFigures, args: argparse.Namespace) -> None:
     print(f"\n`echo 9` per request, {args.requests} requests per measurement, {args.rounds} round(s) alternating; "
           "median (min–max) over rounds, ×ratio to webhook")
     print(f"{'':<24}{'1 client p50 ms':>26}{'1 client p95 ms':>26}{'8 clients req/s':>28}{'8 clients p50 ms':>26}"
@@ -250,6 +380,30 @@ def print_echo_table(figures: dict[str, dict[str, list[float]]], args: argparse.
         print(f"{label:<24}{cells[0]:>26}{cells[1]:>26}{cells[2]:>28}{cells[3]:>26}{int(sum(row['unexpected'])):>9}")
 
 
+def memory_of(webhook: Server, responder: Server) -> dict[str, Memory]:
+    return {"webhook": webhook.memory(), "responder": responder.memory()}
+
+
+def measure_memory(webhook: Server, responder: Server, idle: dict[str, Memory], load: list[Endpoint],
+                   jobs: int) -> None:
+    """Each server's memory idle after warm-up, beside its memory after `jobs` more requests at 8 clients."""
+    failed = {endpoint.label: endpoint.hey(jobs, 8).unexpected(200) for endpoint in load}
+    loaded = memory_of(webhook, responder)
+    print(f"\nRSS MiB (VmRSS)                  idle after warm-up   after {jobs} more requests at 8 clients")
+    rows = [("webhook", "webhook", "service_mib"), ("responder service", "responder", "service_mib")]
+    if idle["responder"].helpers or loaded["responder"].helpers:
+        rows.append(("responder + helpers", "responder", "total_mib"))
+    for label, name, figure in rows:
+        print(f"{label:<34}{getattr(idle[name], figure):>16.1f}{getattr(loaded[name], figure):>16.1f}")
+    for name, memory in (("idle", idle["responder"]), ("loaded", loaded["responder"])):
+        if memory.helpers:
+            print(f"  {name}: {memory.helpers} helper process(es) running the service's code, {memory.helpers_mib:.1f}"
+                  " MiB")
+    for label, count in failed.items():
+        if count:
+            print(f"  {label}: {count} answers not 200 under that load")
+
+
 def measure_startup(home: Path, starts: int) -> dict[str, list[float]]:
     seconds: dict[str, list[float]] = {"webhook": [], "responder": []}
     for attempt in range(starts):
@@ -259,45 +413,270 @@ def measure_startup(home: Path, starts: int) -> dict[str, list[float]]:
                 seconds[name].append(seconds_to_first_answer(server, path))
             finally:
                 server.stop()
+    print(f"\nseconds from spawn to first 200, median (min–max) of {starts} starts")
+    print(f"{'webhook GET /':<24}{spread(seconds['webhook'], 3):>26}")
+    print(f"{'responder GET /health':<24}{spread(seconds['responder'], 3):>26} "
+          f"{ratio(seconds['responder'], seconds['webhook'])}")
     return seconds
 
 
-def measure_records(home: Path, targets: list[int], requests: int) -> None:
-    # Retention above every target plus the jobs the measurement itself submits, so no record is pruned.
-    retained = max(targets) + len(targets) * (requests + 10) + 1000
-    responder = start_responder(home, jobs_retained=retained)
+@dataclass
+class Seeding:
+    ids: list[str]
+    refused: Counter
+    accepted_s: float
+    finished_s: float
+
+
+def seed(responder: Server, count: int, clients: int) -> Seeding:
+    """`count` jobs through `POST /jobs` from `clients` keep-alive connections at once, then until all finished.
+
+    A submit that is not accepted is counted and made up for, so that exactly `count` records are added."""
+    ids: list[str] = []
+    refused: Counter = Counter()
+    lock = threading.Lock()
+
+    def submit_until_done(tickets: itertools.count, wanted: int) -> None:
+        client = ApiClient(responder.port)
+        try:
+            while next(tickets) < wanted:
+                status, content, _ = client.request("POST", "/jobs", SEED_JOB)
+                with lock:
+                    if status == 202:
+                        ids.append(json.loads(content)["id"])
+                    else:
+                        refused[status] += 1
+        finally:
+            client.close()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(3):
+            tickets, wanted = itertools.count(), count - len(ids)
+            for done in [pool.submit(submit_until_done, tickets, wanted) for _ in range(clients)]:
+                done.result()
+    accepted_s = time.monotonic() - started
+    responder.wait_until_idle()
+    return Seeding(ids, refused, accepted_s, time.monotonic() - started)
+
+
+@dataclass
+class Probe:
+    """One route timed with job records kept: a request's path by its number, and the status that is right."""
+    label: str
+    method: str
+    path: Callable[[int], str]
+    status: int = 200
+    document: object = None
+
+
+def record_probes(ids: list[str], requests: int) -> list[Probe]:
+    # Records read from all over the spool's history, oldest and newest alike; the same ones at every count.
+    sample = random.Random(15).sample(ids, min(len(ids), requests))
+    return [
+        Probe("GET /jobs/{id}", "GET", lambda n: f"/jobs/{sample[n % len(sample)]}"),
+        Probe("GET /jobs", "GET", lambda n: "/jobs"),
+        Probe("GET /last_job", "GET", lambda n: "/last_job"),
+        # Last: every submit adds a record.
+        Probe("POST /jobs 202", "POST", lambda n: "/jobs", 202, SEED_JOB),
+    ]
+
+
+def time_probe(port: int, probe: Probe, requests: int) -> Latencies:
+    latencies = Latencies()
+    client = ApiClient(port)
     try:
-        seconds_to_first_answer(responder, "/health")
-        bearer = {"Authorization": f"Bearer {TOKEN}"}
-        seed = Endpoint("seed", f"{responder.url}/jobs?wait=10", json.dumps(SEED_JOB).encode(), "application/json",
-                        bearer)
-        listing = Endpoint("GET /jobs", f"{responder.url}/jobs", headers=bearer, method="GET")
-        submit = Endpoint("POST /jobs", f"{responder.url}/jobs", json.dumps(SEED_JOB).encode(), "application/json",
-                          bearer, status=202)
-        spool = home / "data" / "jobs"
-        print(f"\njob records (jobs_retained = {retained}; {requests} requests each at 1 client; submits run "
-              "in the background)")
-        print(f"{'records':>9}{'seeded in s':>13}{'seed errors':>13}{'GET /jobs p50':>15}{'p95 ms':>9}"
-              f"{'POST /jobs 202 p50':>20}{'p95 ms':>9}{'non-2xx':>9}  kept")
-        for target in targets:
-            missing = target - sum(1 for _ in spool.glob("*.json"))
-            started = time.monotonic()
-            # hey sends n - n % c requests: the remainder goes in a second, smaller batch.
-            batches = [(missing - missing % 8, 8), (missing % 8, missing % 8)]
-            seed_errors = sum(seed.hey(n, clients).unexpected(200) for n, clients in batches if n > 0)
-            wait_until_idle(responder)
-            seeding_s = time.monotonic() - started
-            kept = sum(1 for _ in spool.glob("*.json"))
-            status, body = Endpoint("", f"{responder.url}/jobs?limit=1000", headers=bearer, method="GET").fetch()
-            listed = len(json.loads(body)["jobs"]) if status == 200 else f"HTTP {status}"
-            read = listing.hey(requests, 1)
-            written = submit.hey(requests, 1)
-            wait_until_idle(responder)
-            print(f"{target:>9}{seeding_s:>13.1f}{seed_errors:>13}{read.p50_ms:>15.1f}{read.p95_ms:>9.1f}"
-                  f"{written.p50_ms:>20.1f}{written.p95_ms:>9.1f}{read.unexpected(200) + written.unexpected(202):>9}"
-                  f"  {kept} job files in its spool; GET /jobs?limit=1000 lists {listed}")
+        for number in range(requests):
+            status, _, seconds = client.request(probe.method, probe.path(number), probe.document)
+            latencies.add(seconds, status == probe.status)
     finally:
-        responder.stop()
+        client.close()
+    return latencies
+
+
+RecordFigures = dict[int, dict[str, Latencies]]
+
+
+def measure_records(home: Path, args: argparse.Namespace) -> RecordFigures:
+    counts = sorted({100, args.records})
+    # Room for every record seeded and every job the measurement submits, kept by count and by age alike,
+    # and a queue that takes the whole seeding at once.
+    room = max(counts) + len(counts) * args.record_requests + 1000
+    settings = {"jobs_retained": room, "jobs_retained_minutes": 60 * 24 * 365, "queue_size": room,
+                "max_connections_per_client": 0}
+    figures: RecordFigures = {}
+    print(f"\njob records ({', '.join(f'{k} = {v}' for k, v in settings.items())}); seeded through POST /jobs "
+          f"from {args.seed_clients} connections at once")
+    with running_responder(home, **settings) as responder:
+        ids: list[str] = []
+        submitted_by_probes = 0
+        for count in counts:
+            seeding = seed(responder, count - len(ids) - submitted_by_probes, args.seed_clients)
+            ids += seeding.ids
+            seeded = len(seeding.ids)
+            print(f"{count:>7} records: {seeded} seeded, accepted in {seeding.accepted_s:.1f} s "
+                  f"({seeded / seeding.accepted_s:.0f} jobs/s), all finished after {seeding.finished_s:.1f} s "
+                  f"({seeded / seeding.finished_s:.0f} jobs/s)"
+                  + (f"; not accepted and made up for: {dict(seeding.refused)} (status 0: connection failed)"
+                     if seeding.refused else ""))
+            figures[count] = {probe.label: time_probe(responder.port, probe, args.record_requests)
+                              for probe in record_probes(ids, args.record_requests)}
+            submitted_by_probes += args.record_requests
+            responder.wait_until_idle()
+            client = ApiClient(responder.port)
+            kept = [client.request("GET", f"/jobs/{job_id}")[0] for job_id in (ids[0], ids[-1])]
+            client.close()
+            print(f"        oldest and newest seeded record answer {kept[0]} and {kept[1]}")
+    print_records_table(figures, args.record_requests)
+    return figures
+
+
+def print_records_table(figures: RecordFigures, requests: int) -> None:
+    few, many = min(figures), max(figures)
+    print(f"\nAPI latency ms with job records kept, {requests} requests each at 1 client (keep-alive; the jobs "
+          f"submitted run meanwhile); ×{many} vs {few} records (flat: ×1.00)")
+    print(f"{'':<18}" + "".join(f"{f'{n} p50':>12}{'p95':>8}{'max':>8}" for n in (few, many))
+          + f"{'×p50':>8}{'×p95':>8}{'×max':>8}{'wrong status':>14}")
+    for label in figures[few]:
+        at = (figures[few][label], figures[many][label])
+        cells = "".join(f"{lat.ms(0.5):>12.2f}{lat.ms(0.95):>8.2f}{lat.ms(1.0):>8.2f}" for lat in at)
+        ratios = "".join(f"{at[1].ms(q) / at[0].ms(q):>8.2f}" for q in (0.5, 0.95, 1.0))
+        print(f"{label:<18}{cells}{ratios}{at[0].unexpected + at[1].unexpected:>14}")
+
+
+PHASES = ("below retention", "past retention")
+
+
+@dataclass
+class Pruning:
+    retained: int
+    submits: dict[str, Latencies]
+    health: dict[str, Latencies]
+    longest_gap_s: dict[str, float]
+
+
+class JobCount:
+    """Jobs submitted, and busy as `GET /health` last counted them; the submitter waits on it for room."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.submitted = 0
+        self.busy = 0
+
+    def phase(self, retained: int) -> str:
+        return PHASES[self.submitted - self.busy > retained]
+
+
+def poll_health(port: int, count: JobCount, pruning: Pruning, stop: threading.Event) -> None:
+    """`GET /health` back to back: its latency, and the longest time between two answers (a pause shows there)."""
+    client = ApiClient(port)
+    try:
+        previous = time.perf_counter()
+        while not stop.is_set():
+            started = time.perf_counter()
+            busy = client.busy_jobs()
+            now = time.perf_counter()
+            with count.changed:
+                count.busy = count.busy if busy is None else busy
+                phase = count.phase(pruning.retained)
+                count.changed.notify_all()
+            pruning.health[phase].add(now - started, busy is not None)
+            pruning.longest_gap_s[phase] = max(pruning.longest_gap_s[phase], now - previous)
+            previous = now
+    finally:
+        client.close()
+
+
+def measure_pruning(home: Path, retained: int, jobs: int) -> Pruning:
+    """Submits go on, a few jobs waiting at a time, while the jobs past `jobs_retained` finish and are pruned."""
+    pruning = Pruning(retained, {p: Latencies() for p in PHASES}, {p: Latencies() for p in PHASES},
+                      {p: 0.0 for p in PHASES})
+    count = JobCount()
+    stop = threading.Event()
+    with running_responder(home, jobs_retained=retained, jobs_retained_minutes=0) as responder:
+        poller = threading.Thread(target=poll_health, args=(responder.port, count, pruning, stop))
+        poller.start()
+        client = ApiClient(responder.port)
+        try:
+            first_id = None
+            for _ in range(jobs):
+                with count.changed:
+                    if not count.changed.wait_for(lambda: count.busy < PRUNING_BACKLOG, timeout=60):
+                        raise RuntimeError("the responder's queue did not go down within 60 s")
+                    phase = count.phase(retained)
+                status, content, seconds = client.request("POST", "/jobs", SEED_JOB)
+                pruning.submits[phase].add(seconds, status == 202)
+                first_id = first_id or (json.loads(content)["id"] if status == 202 else None)
+                with count.changed:
+                    count.submitted += 1
+                    count.busy += 1
+            with count.changed:
+                if not count.changed.wait_for(lambda: count.busy == 0, timeout=600):
+                    raise RuntimeError("the responder's jobs did not finish within 600 s")
+        finally:
+            stop.set()
+            poller.join()
+        oldest = client.request("GET", f"/jobs/{first_id}")[0]
+        status, content, _ = client.request("GET", "/jobs?limit=1000")
+        listed = len(json.loads(content)["jobs"]) if status == 200 else f"HTTP {status}"
+        client.close()
+    print(f"\npruning: jobs_retained = {retained}, jobs_retained_minutes = 0; {jobs} jobs submitted one at a time "
+          f"(at most {PRUNING_BACKLOG} waiting) while GET /health is polled back to back")
+    print(f"{'':<18}{'submits':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'polls':>8}{'p99 ms':>8}{'max ms':>8}"
+          f"{'longest gap ms':>16}{'wrong status':>14}")
+    for phase in PHASES:
+        submits, health = pruning.submits[phase], pruning.health[phase]
+        print(f"{phase:<18}{len(submits.seconds):>9}{submits.ms(0.5):>8.2f}{submits.ms(0.99):>8.2f}"
+              f"{submits.ms(1.0):>8.2f}{len(health.seconds):>8}{health.ms(0.99):>8.2f}{health.ms(1.0):>8.2f}"
+              f"{1000 * pruning.longest_gap_s[phase]:>16.2f}{submits.unexpected + health.unexpected:>14}")
+    print(f"  the first job's record answers {oldest} (404: pruned); GET /jobs?limit=1000 lists {listed}")
+    return pruning
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    ratio: float
+    met: bool
+
+
+def targets(echo: EchoFigures, idle: dict[str, Memory], startup: dict[str, list[float]], records: RecordFigures,
+            pruning: Pruning) -> list[Target]:
+    median = statistics.median
+    found = []
+    for label in list(echo)[1:]:
+        p50, reference = median(echo[label]["p50_1"]), median(echo["webhook"]["p50_1"])
+        found.append(Target(f"{label}: p50 1 client ≤{P50_RATIO_MAX}x webhook", f"{p50:.1f} ms",
+                            p50 / reference, p50 / reference <= P50_RATIO_MAX))
+        rate, reference = median(echo[label]["rps_8"]), median(echo["webhook"]["rps_8"])
+        found.append(Target(f"{label}: req/s 8 clients ≥{RATE_RATIO_MIN}x webhook", f"{rate:.0f} req/s",
+                            rate / reference, rate / reference >= RATE_RATIO_MIN))
+    ready = median(startup["responder"])
+    found.append(Target(f"ready ≤{READY_S_MAX * 1000:.0f} ms", f"{ready * 1000:.0f} ms",
+                        ready / median(startup["webhook"]), ready <= READY_S_MAX))
+    rss = idle["responder"].total_mib
+    found.append(Target(f"idle RSS ≤{IDLE_RSS_MIB_MAX:.0f} MiB", f"{rss:.2f} MiB", rss / idle["webhook"].total_mib,
+                        rss <= IDLE_RSS_MIB_MAX))
+    few, many = min(records), max(records)
+    for label in records[few]:
+        p50 = records[many][label].ms(0.5)
+        flat = p50 / records[few][label].ms(0.5)
+        found.append(Target(f"{label} flat at {many} records (p50 ≤{FLAT_RATIO_MAX}x at {few})", f"{p50:.2f} ms",
+                            flat, flat <= FLAT_RATIO_MAX))
+    gap, calm = (1000 * pruning.longest_gap_s[phase] for phase in reversed(PHASES))
+    found.append(Target(f"pruning pause ≤{PRUNING_PAUSE_MS_MAX:.0f} ms (longest /health gap past retention)",
+                        f"{gap:.1f} ms", gap / calm if calm else float("nan"), gap <= PRUNING_PAUSE_MS_MAX))
+    return found
+
+
+def print_summary(found: list[Target]) -> None:
+    print("\ntargets (ratios: to webhook; for flat, N records vs 100; for pruning, vs the longest gap below "
+          "retention)")
+    for target in found:
+        print(f"{target.name:<70}{target.measured:>12}{f'×{target.ratio:.2f}':>9}  "
+              f"{'met' if target.met else 'NOT met'}")
+    print(f"{sum(t.met for t in found)} of {len(found)} met")
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -311,9 +690,14 @@ def options() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help=f"alternating rounds ({FULL['rounds']})")
     parser.add_argument("--records", type=int, help=f"the large number of job records kept ({FULL['records']})")
     parser.add_argument("--record-requests", type=int,
-                        help=f"requests per measurement with records kept ({FULL['record_requests']})")
+                        help=f"requests per route timed with records kept ({FULL['record_requests']})")
+    parser.add_argument("--seed-clients", type=int,
+                        help=f"connections seeding the records at once ({FULL['seed_clients']})")
     parser.add_argument("--jobs-for-rss", type=int, help=f"jobs before the second RSS reading ({FULL['jobs_for_rss']})")
     parser.add_argument("--starts", type=int, help=f"starts timed per server ({FULL['starts']})")
+    parser.add_argument("--pruning-retained", type=int,
+                        help=f"jobs_retained of the pruning measurement ({FULL['pruning_retained']})")
+    parser.add_argument("--pruning-jobs", type=int, help=f"jobs it submits ({FULL['pruning_jobs']})")
     args = parser.parse_args()
     for name, default in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
@@ -352,22 +736,15 @@ def main() -> int:
                     raise RuntimeError(f"{endpoint.label} answered {answer!r}, not 9")
                 endpoint.hey(20, 2)  # warm-up
             print("each endpoint answered 9 on a sample request before the timed rounds")
-            idle_rss = {"webhook": webhook.rss_mib(), "responder": responder.rss_mib()}
-            print_echo_table(measure_echo(endpoints, args), args)
-            loaded = {"webhook": endpoints[0].hey(args.jobs_for_rss, 8), "responder": endpoints[1].hey(
-                args.jobs_for_rss, 8)}
-            busy_rss = {"webhook": webhook.rss_mib(), "responder": responder.rss_mib()}
-            print(f"\nRSS MiB (VmRSS)        idle after warm-up   after {args.jobs_for_rss} more requests at 8 clients")
-            for name, server in (("webhook", webhook), ("responder", responder)):
-                failed = loaded[name].unexpected(200)
-                print(f"{name:<24}{idle_rss[name]:>16.1f}{busy_rss[name]:>16.1f}"
-                      + (f"   ({failed} answers not 200)" if failed else ""))
+            responder.wait_until_idle()
+            idle_memory = memory_of(webhook, responder)
+            echo = measure_echo(endpoints, args)
+            print_echo_table(echo, args)
+            measure_memory(webhook, responder, idle_memory, endpoints[:2], args.jobs_for_rss)
         startup = measure_startup(home, args.starts)
-        print(f"\nseconds from spawn to first 200, median (min–max) of {args.starts} starts")
-        print(f"{'webhook GET /':<24}{spread(startup['webhook'], 3):>26}")
-        print(f"{'responder GET /health':<24}{spread(startup['responder'], 3):>26} "
-              f"{ratio(startup['responder'], startup['webhook'])}")
-        measure_records(home / "records", sorted({100, args.records}), args.record_requests)
+        records = measure_records(home / "records", args)
+        pruning = measure_pruning(home / "pruning", args.pruning_retained, args.pruning_jobs)
+        print_summary(targets(echo, idle_memory, startup, records, pruning))
         print(f"\nbenchmark ran {time.monotonic() - began:.0f} s")
     except KeyboardInterrupt:
         print("\ninterrupted; every server it started is stopped", file=sys.stderr)
