@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import logging.handlers
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,18 +24,38 @@ class RedactSecrets(logging.Filter):
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret, "********")
-        text = _SECRET_PARAMS.sub(r"\1********", text)
-        return _BEARER.sub(r"\1********", text)
+            if secret in text:
+                text = text.replace(secret, "********")
+        # Every record passes here: the patterns run only on text that could hold what they mask.
+        if "=" in text:
+            text = _SECRET_PARAMS.sub(r"\1********", text)
+        if "bearer" in text.lower():
+            text = _BEARER.sub(r"\1********", text)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
         record.args = None
-        for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename", "module",
-                                                      "funcName", "threadName", "processName", "taskName"):
-                setattr(record, key, self.redact(value))
+        fields = vars(record)
+        for key, value in fields.items():
+            if isinstance(value, str) and key not in _UNREDACTED_FIELDS:
+                fields[key] = self.redact(value)
         return True
+
+
+# The record's own fields that name code, not data (msg is redacted above).
+_UNREDACTED_FIELDS = frozenset({"msg", "name", "levelname", "pathname", "filename", "module", "funcName",
+                                "threadName", "processName", "taskName"})
+
+
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """Rolls over once the file has reached maxBytes. The standard handler formats every record a second
+    time (and stats the file) to decide that before writing it; a file may now end one record past maxBytes."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:
+            self.stream = self._open()
+        return 0 < self.maxBytes <= self.stream.tell()
 
 
 def logging_config(log_dir: Path, secrets: Iterable[str] = (), level: str = "INFO",
@@ -55,7 +76,7 @@ def logging_config(log_dir: Path, secrets: Iterable[str] = (), level: str = "INF
         },
         "handlers": {
             "file": {
-                "class": "logging.handlers.RotatingFileHandler",
+                "()": RotatingLogFile,
                 "filename": str(log_dir / LOG_FILE_NAME),
                 "maxBytes": 10 * 1024 * 1024,
                 "backupCount": 5,

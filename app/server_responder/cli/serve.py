@@ -42,7 +42,7 @@ def serve(args: argparse.Namespace) -> int:
     responder = Responder.create(settings)
     cherrypy.config.update(server_config(settings))
     install_server(connection_limits(settings))
-    cherrypy.tree.mount(build_app(responder), "")
+    cherrypy.tree.graft(build_app(responder), "")
     ResponderPlugin(cherrypy.engine, responder).subscribe()
     UploadPlugin(cherrypy.engine, responder).subscribe()
     IdleWatchPlugin(cherrypy.engine, responder).subscribe()

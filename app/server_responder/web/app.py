@@ -1,11 +1,10 @@
-"""Building the CherryPy application and the engine plugins that run the responder's services."""
+"""Building the WSGI application CherryPy serves and the engine plugins that run the responder's services."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-import cherrypy
 from cherrypy.process.plugins import Monitor, SimplePlugin
 
 from server_responder.lifecycle.idle_watch import IdleWatch
@@ -13,11 +12,11 @@ from server_responder.responder import Responder
 from server_responder.settings import Settings
 from server_responder.web.api import JobsApi, StatusApi
 from server_responder.web.github import GitHubApi
-from server_responder.web.http import Route, Router, json_error_page, json_unexpected_error
+from server_responder.web.http import Route, Router
 from server_responder.web.last_request import RequestRecorder
 from server_responder.web.lifecycle import LifecycleApi
 from server_responder.web.pages import PagesApi
-from server_responder.web.server import SERVER_NAME, ConnectionLimits
+from server_responder.web.server import ConnectionLimits
 
 lifecycle_log = logging.getLogger("server_responder.lifecycle")
 
@@ -33,34 +32,13 @@ def api_routes(responder: Responder) -> list[Route]:
     return routes
 
 
-def build_app(responder: Responder) -> cherrypy.Application:
+def build_app(responder: Responder) -> Router:
+    """The WSGI application of every route, for `cherrypy.tree.graft`: CherryPy's server and engine run it,
+    its own request handling does not (bodies are read by the routes themselves, bounded, so a webhook can
+    verify the raw bytes; errors are JSON; the query string is parsed by the routes, bounded)."""
     settings = responder.settings
     assert settings.api_key is not None, "ensure_api_key() runs before build_app()"
-    router = Router(api_routes(responder), settings.api_key.reveal(), settings.max_body_bytes,
-                    settings.cors_origins)
-    config = {
-        "/": {
-            # Bodies are read by the routes themselves, bounded, so a webhook can verify the raw bytes.
-            "request.process_request_body": False,
-            "tools.encode.on": False,
-            # The routes parse the query string themselves (bounded, undecodable bytes replaced); CherryPy's
-            # own decoding would answer 404 to bytes that are not UTF-8.
-            "request.query_string_encoding": "latin-1",
-            **ERROR_CONFIG,
-        }
-    }
-    return cherrypy.Application(router, "", config)
-
-
-# Errors as JSON without tracebacks or versions, also for requests CherryPy refuses before it reaches the
-# application's own config (so they are global settings too).
-ERROR_CONFIG = {
-    "request.show_tracebacks": False,
-    "request.show_mismatched_params": False,
-    "request.error_response": json_unexpected_error,
-    "error_page.default": json_error_page,
-    "response.headers.server": SERVER_NAME,
-}
+    return Router(api_routes(responder), settings.api_key.reveal(), settings.max_body_bytes, settings.cors_origins)
 
 
 class ResponderPlugin(SimplePlugin):
@@ -126,7 +104,6 @@ def server_config(settings: Settings) -> dict:
         "engine.autoreload.on": False,
         "log.screen": False,
         "checker.on": False,
-        **ERROR_CONFIG,
     }
 
 

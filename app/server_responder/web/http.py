@@ -1,4 +1,5 @@
-"""A small routing layer on CherryPy: a route table, JSON in and out, errors as JSON, never a traceback."""
+"""A small routing layer as a WSGI application: a route table, JSON in and out, errors as JSON, never a
+traceback. CherryPy's server runs it; CherryPy's own request handling stays out of the way."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import json
 import logging
 import re
 import secrets
+import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from http import HTTPStatus
+from typing import Any, BinaryIO
 
-import cherrypy
 from cheroot.errors import MaxSizeExceeded
 
 from server_responder import safe_json
 from server_responder.signing import tokens_match
 
 log = logging.getLogger("server_responder.web")
+access_log = logging.getLogger("cherrypy.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
@@ -76,26 +80,80 @@ def _match(pattern: str, path: str) -> dict[str, str] | None:
     return params if len(given) == len(wanted) else None
 
 
+class RequestHeaders(Mapping[str, str]):
+    """A request's headers, read from the WSGI environ by name, in any case; listed in Title-Case."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ.get(_environ_key(name))
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._environ.get(_environ_key(name), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _environ_key(name) in self._environ
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").title()
+            elif key in _UNPREFIXED_HEADERS:
+                yield _UNPREFIXED_HEADERS[key]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+# The two headers PEP 3333 names without the HTTP_ prefix.
+_UNPREFIXED_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
+def _environ_key(name: str) -> str:
+    key = name.upper().replace("-", "_")
+    return key if key in _UNPREFIXED_HEADERS else "HTTP_" + key
+
+
+def _recoded(path: str, query: str) -> tuple[str, str]:
+    """PATH_INFO and QUERY_STRING arrive as latin-1 (PEP 3333); read as UTF-8 when both are, as they are
+    kept otherwise (a path that is not UTF-8 then matches no route; the query's fields replace bad bytes)."""
+    if path.isascii() and query.isascii():
+        return path, query
+    try:
+        return path.encode("latin-1").decode("utf-8"), query.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return path, query
+
+
 class Incoming:
     """The parts of the current request a handler needs, read lazily and bounded."""
 
-    def __init__(self, api_key: str, max_body_bytes: int) -> None:
-        request = cherrypy.serving.request
-        self.method = request.method
-        self.path = request.path_info
-        self.headers = request.headers
-        self.remote = request.remote.ip
-        self.query = _pairs(request.query_string)
+    def __init__(self, environ: Mapping[str, Any], api_key: str, max_body_bytes: int) -> None:
+        self.method: str = environ["REQUEST_METHOD"]
+        self.path, self._query_string = _recoded(environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+        self.headers = RequestHeaders(environ)
+        self.remote: str = environ.get("REMOTE_ADDR") or ""
+        self._input: BinaryIO | None = environ.get("wsgi.input")
         self._api_key = api_key
         self._max_body_bytes = max_body_bytes
         self._body: bytes | None = None
         given = self.headers.get("X-Request-Id", "")
         self.request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
+    @cached_property
+    def query(self) -> dict[str, str]:
+        return _pairs(self._query_string)
+
     @property
     def body(self) -> bytes:
         if self._body is None:
-            self._body = _read_body(self._max_body_bytes)
+            self._body = _read_body(self._input, self.headers.get("Content-Length"), self._max_body_bytes)
         return self._body
 
     @property
@@ -152,18 +210,18 @@ def _pairs(text: str) -> dict[str, str]:
         raise HttpError(400, "bad_request", f"query or form: more than {MAX_QUERY_FIELDS} fields") from None
 
 
-def _read_body(limit: int) -> bytes:
-    request = cherrypy.serving.request
-    length = request.headers.get("Content-Length")
+def _read_body(stream: BinaryIO | None, length: str | None, limit: int) -> bytes:
+    """The body from wsgi.input: cheroot's reader of a Content-Length body, or of chunks (when there is no
+    Content-Length), which refuses more than max_request_body_size."""
     if length is not None:
         if not _CONTENT_LENGTH.fullmatch(length):
             raise HttpError(400, "bad_request", "Content-Length: must be a number of bytes")
         if int(length) > limit:
             raise _too_large(limit)
-    if not request.body or request.body.fp is None:
+    if stream is None:
         return b""
     try:
-        data = request.body.fp.read(limit + 1) if length is None else request.body.fp.read(int(length))
+        data = stream.read(limit + 1) if length is None else stream.read(int(length))
     except TimeoutError:
         raise HttpError(408, "request_timeout", "body: not received in time (request_body_timeout)") from None
     except MaxSizeExceeded:
@@ -196,7 +254,7 @@ def error_document(error: str, detail: str, **extra: Any) -> dict[str, Any]:
 
 
 class Router:
-    """The root object CherryPy dispatches every path to; it picks the route itself."""
+    """The WSGI application serving every path: it picks the route, renders the answer and logs the request."""
 
     def __init__(self, routes: Iterable[Route], api_key: str, max_body_bytes: int,
                  cors_origins: Iterable[str] = ()) -> None:
@@ -205,24 +263,39 @@ class Router:
         self._max_body_bytes = max_body_bytes
         self._cors_origins = frozenset(cors_origins)
 
-    @cherrypy.expose
-    def default(self, /, *_segments: str, **_params: str) -> bytes:
-        # Positional-only: a query parameter named `self` is just a parameter.
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> _SentBody:
+        started = time.perf_counter()
+        incoming = Incoming(environ, self._api_key, self._max_body_bytes)
         try:
-            incoming = Incoming(self._api_key, self._max_body_bytes)
-        except HttpError as error:
-            return self._render_error(error)
-        cherrypy.serving.response.headers["X-Request-Id"] = incoming.request_id
-        cherrypy.serving.request.request_id = incoming.request_id
-        self._allow_origin(incoming)
-        try:
-            if incoming.method == "OPTIONS":
-                return self._preflight(incoming)
-            return self._render(self._dispatch(incoming))
-        except HttpError as error:
-            return self._render_error(error)
+            status, headers, body = self._answer(incoming)
+        except Exception:
+            status, headers, body = self._unexpected_error(incoming)
+        if status >= 200 and status not in (204, 205, 304):
+            headers.append(("Content-Length", str(len(body))))
+        if incoming.method == "HEAD":
+            body = b""
+        start_response(_status_line(status), headers)
+        return _SentBody(body, lambda: _log_access(environ, incoming, status, headers, started))
 
-    index = default
+    def _answer(self, incoming: Incoming) -> tuple[int, list[tuple[str, str]], bytes]:
+        fields = {"X-Request-Id": incoming.request_id}
+        self._allow_origin(incoming, fields)
+        try:
+            incoming.query  # noqa: B018 - every route refuses a query string that cannot be parsed
+            if incoming.method == "OPTIONS":
+                return self._preflight(incoming, fields)
+            result = self._dispatch(incoming)
+        except HttpError as error:
+            return _rendered(error.status, "application/json", fields, error.headers,
+                             json_body(error_document(error.error, error.detail, **error.extra)))
+        if not isinstance(result, Response):
+            result = Response(result)
+        body = result.body
+        if isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, bytes):
+            body = json_body(body)
+        return _rendered(result.status, result.content_type, fields, result.headers, body)
 
     def _dispatch(self, incoming: Incoming) -> Any:
         method = "GET" if incoming.method == "HEAD" else incoming.method
@@ -239,47 +312,98 @@ class Router:
                             headers={"Allow": ", ".join(sorted(set(allowed)))})
         raise HttpError(404, "not_found", f"no route for {incoming.path}")
 
-    def _allow_origin(self, incoming: Incoming) -> None:
+    def _allow_origin(self, incoming: Incoming, fields: dict[str, str]) -> None:
         origin = incoming.headers.get("Origin")
         if origin and origin in self._cors_origins:
-            headers = cherrypy.serving.response.headers
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Vary"] = "Origin"
+            fields["Access-Control-Allow-Origin"] = origin
+            fields["Vary"] = "Origin"
 
-    def _preflight(self, incoming: Incoming) -> bytes:
+    def _preflight(self, incoming: Incoming, fields: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         methods = sorted({r.method for r in self.routes if r.match(incoming.path) is not None})
         if not methods:
             raise HttpError(404, "not_found", f"no route for {incoming.path}")
-        response = cherrypy.serving.response
-        response.status = 204
-        # An empty answer has no media type; CherryPy would call it text/html.
-        response.headers.pop("Content-Type", None)
-        response.headers["Allow"] = ", ".join(methods + ["OPTIONS"])
-        if "Access-Control-Allow-Origin" in response.headers:
-            response.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-Id"
-            response.headers["Access-Control-Max-Age"] = "600"
-        return b""
+        # An empty answer has no media type.
+        fields["Allow"] = ", ".join(methods + ["OPTIONS"])
+        if "Access-Control-Allow-Origin" in fields:
+            fields["Access-Control-Allow-Methods"] = ", ".join(methods)
+            fields["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-Id"
+            fields["Access-Control-Max-Age"] = "600"
+        return 204, _header_list(fields), b""
 
-    def _render(self, result: Any) -> bytes:
-        response = cherrypy.serving.response
-        if not isinstance(result, Response):
-            result = Response(result)
-        response.status = result.status
-        response.headers["Content-Type"] = result.content_type
-        response.headers.update(result.headers)
-        if isinstance(result.body, bytes):
-            return result.body
-        if isinstance(result.body, str):
-            return result.body.encode()
-        return json_body(result.body)
+    def _unexpected_error(self, incoming: Incoming) -> tuple[int, list[tuple[str, str]], bytes]:
+        """A fault of ours: logged with its traceback, answered with a plain 500 that reveals nothing."""
+        log.error("unhandled error", exc_info=True, extra={
+            "event": "http.error", "path": incoming.path, "request_id": incoming.request_id})
+        body = json_body(error_document("internal_error", "the responder failed; see its log"))
+        return _rendered(500, "application/json", {"X-Request-Id": incoming.request_id}, {}, body)
 
-    def _render_error(self, error: HttpError) -> bytes:
-        response = cherrypy.serving.response
-        response.status = error.status
-        response.headers["Content-Type"] = "application/json"
-        response.headers.update(error.headers)
-        return json_body(error_document(error.error, error.detail, **error.extra))
+
+def _rendered(status: int, content_type: str, fields: dict[str, str], extra: Mapping[str, str],
+              body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    return status, _header_list({"Content-Type": content_type, **fields, **extra}), body
+
+
+def _header_list(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(name, _header_value(value)) for name, value in fields.items()]
+
+
+# Control characters would end a header line early: removed, as CherryPy did, so no value can add a header.
+_CONTROL_CHARACTERS = dict.fromkeys([*range(32), 127])
+
+
+def _header_value(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable():
+        return text
+    # PEP 3333: header values are bytes, as latin-1 text; anything else is sent as UTF-8.
+    return text.translate(_CONTROL_CHARACTERS).encode("utf-8").decode("latin-1")
+
+
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+def _status_line(status: int) -> str:
+    return _STATUS_LINES.get(status) or f"{status} {status_error(status).replace('_', ' ').title()}"
+
+
+class _SentBody:
+    """The answer's body for cheroot to write; cheroot closes it once written, and that logs the request."""
+
+    __slots__ = ("_body", "_on_close")
+
+    def __init__(self, body: bytes, on_close: Callable[[], None]) -> None:
+        self._body = body
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self._body,))
+
+    def close(self) -> None:
+        self._on_close()
+
+
+def _log_access(environ: Mapping[str, Any], incoming: Incoming, status: int, headers: list[tuple[str, str]],
+                started: float) -> None:
+    """One line per request, in the combined log format's order; the logging filter masks secrets in it."""
+    request_line = _printable(f"{incoming.method} {environ.get('REQUEST_URI', incoming.path)} "
+                              f"{environ.get('SERVER_PROTOCOL', '')}")
+    size = next((value for name, value in headers if name == "Content-Length"), "-")
+    referer = _printable(incoming.headers.get("Referer", ""))
+    agent = _printable(incoming.headers.get("User-Agent", ""))
+    access_log.info(f'{incoming.remote} - - "{request_line}" {status} {size} "{referer}" "{agent}"', extra={
+        "event": "http.request", "method": _printable(incoming.method), "path": _printable(incoming.path),
+        "status": status, "bytes": size, "remote": incoming.remote, "request_id": incoming.request_id,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+
+def _printable(text: str) -> str:
+    # As CherryPy's access log did: control characters, quotes and backslashes escaped, then what is not ASCII.
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return text.translate(_ESCAPES).encode("ascii", "backslashreplace").decode("ascii")
+
+
+_ESCAPES = {**{code: f"\\x{code:02x}" for code in [*range(32), 127]}, ord('"'): '\\"', ord("\\"): "\\\\"}
 
 
 _STATUS_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -291,21 +415,3 @@ _STATUS_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404
 def status_error(status: int) -> str:
     """The `error` word of a status the router or the HTTP server answers with."""
     return _STATUS_ERRORS.get(status, "error")
-
-
-def json_error_page(status: str, message: str, traceback: str, version: str) -> str:
-    """CherryPy's own errors (bad requests it rejects before routing) as JSON, without tracebacks."""
-    code = int(str(status).split()[0])
-    cherrypy.serving.response.headers["Content-Type"] = "application/json"
-    return json.dumps(error_document(status_error(code), message))
-
-
-def json_unexpected_error() -> None:
-    """A fault of ours: logged with its traceback, answered with a plain 500 that reveals nothing."""
-    log.error("unhandled error", exc_info=True, extra={
-        "event": "http.error", "path": cherrypy.serving.request.path_info,
-        "request_id": getattr(cherrypy.serving.request, "request_id", None)})
-    response = cherrypy.serving.response
-    response.status = 500
-    response.headers["Content-Type"] = "application/json"
-    response.body = [json_body(error_document("internal_error", "the responder failed; see its log"))]
