@@ -12,6 +12,9 @@ from typing import Any
 LOG_FILE_NAME = "server-responder.log"
 _SECRET_PARAMS = re.compile(r"((?:api_token|signature|token|access_token)=)[^&\s\"]+", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+# A record's own attributes that never hold a caller's text; everything else (the message, extra fields,
+# a stack) is redacted.
+_PLAIN_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) - {"msg", "exc_text", "stack_info"}
 
 
 class RedactSecrets(logging.Filter):
@@ -23,16 +26,17 @@ class RedactSecrets(logging.Filter):
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
-            text = text.replace(secret, "********")
-        text = _SECRET_PARAMS.sub(r"\1********", text)
+            if secret in text:
+                text = text.replace(secret, "********")
+        if "=" in text:  # a query parameter needs one
+            text = _SECRET_PARAMS.sub(r"\1********", text)
         return _BEARER.sub(r"\1********", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
         record.args = None
         for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename", "module",
-                                                      "funcName", "threadName", "processName", "taskName"):
+            if isinstance(value, str) and key not in _PLAIN_ATTRIBUTES:
                 setattr(record, key, self.redact(value))
         return True
 
