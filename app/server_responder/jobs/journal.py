@@ -92,7 +92,10 @@ class JobJournal:
     def _start_segment(self) -> None:
         number = max(self._segments, default=0) + 1
         path = self.directory / _segment_name(number)
-        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        # Kept open only to read and sync; each append opens it for writing, so no descriptor stays open for
+        # writing between appends (a read-only remount of the data dir's disk would be refused).
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         _sync_directory(self.directory)
         if self._active is not None:
             os.fdatasync(self._active.descriptor)
@@ -143,17 +146,20 @@ class JobJournal:
         if segment.size >= SEGMENT_BYTES:
             self._start_segment()
             segment = self._active
+        writer = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            written = os.write(segment.descriptor, data)
+            written = os.write(writer, data)
             while written < len(data):
-                written += os.write(segment.descriptor, data[written:])
+                written += os.write(writer, data[written:])
         except OSError:
             # A part of a line (a full disk, say) would spoil the next one: the segment is cut back to its end.
             try:
-                os.ftruncate(segment.descriptor, segment.size)
+                os.ftruncate(writer, segment.size)
             except OSError:
                 segment.size = SEGMENT_BYTES  # the next append starts a new segment
             raise
+        finally:
+            os.close(writer)
         segment.size += len(data)
         return segment, segment.size
 
