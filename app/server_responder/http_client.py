@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
-
-import urllib3
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.util.retry import Retry
 
 from server_responder import __version__
 
@@ -39,24 +37,30 @@ class Answer:
         return json.loads(self.body)
 
 
-class _ListenedRetry(Retry):
-    """urllib3's Retry, telling a listener about each attempt that is retried."""
+@functools.cache
+def _listened_retry() -> type:
+    """urllib3's Retry, telling a listener about each attempt that is retried. urllib3 is imported when the
+    first request is sent: a service that sends none starts without it."""
+    from urllib3.util.retry import Retry
 
-    def __init__(self, *args: Any, listener: RetryListener | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.listener = listener
+    class ListenedRetry(Retry):
+        def __init__(self, *args: Any, listener: RetryListener | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.listener = listener
 
-    def new(self, **kw: Any) -> _ListenedRetry:
-        retry = super().new(**kw)
-        retry.listener = self.listener
-        return retry
+        def new(self, **kw: Any) -> ListenedRetry:
+            retry = super().new(**kw)
+            retry.listener = self.listener
+            return retry
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        if self.listener is not None:
-            self.listener(len(retry.history), response.status if response is not None else None,
-                          type(error).__name__ if error is not None else None)
-        return retry
+        def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+            retry = super().increment(method, url, response, error, _pool, _stacktrace)
+            if self.listener is not None:
+                self.listener(len(retry.history), response.status if response is not None else None,
+                              type(error).__name__ if error is not None else None)
+            return retry
+
+    return ListenedRetry
 
 
 class HttpClient:
@@ -64,15 +68,28 @@ class HttpClient:
 
     def __init__(self, *, timeout: float = 10.0, verify_certificates: bool = True) -> None:
         self.timeout = timeout
-        # The one place certificate checking is decided.
-        self._pool = urllib3.PoolManager(maxsize=16,
-                                         cert_reqs="CERT_REQUIRED" if verify_certificates else "CERT_NONE",
-                                         assert_hostname=None if verify_certificates else False)
+        self.verify_certificates = verify_certificates
+        self._made = None
+        self._making = threading.Lock()
+
+    @property
+    def _pool(self):
+        with self._making:
+            if self._made is None:
+                import urllib3
+
+                # The one place certificate checking is decided.
+                verify = self.verify_certificates
+                self._made = urllib3.PoolManager(maxsize=16, cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+                                                 assert_hostname=None if verify else False)
+            return self._made
 
     def request(self, method: str, url: str, *, body: bytes | BinaryIO | None = None,
                 headers: Mapping[str, str] | None = None, attempts: int = 1, backoff: float = 0.0,
                 on_retry: RetryListener | None = None, limit: int = MAX_ANSWER_BYTES) -> Answer:
-        retries = _ListenedRetry(total=attempts - 1, connect=None, read=None, redirect=0, status=None,
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        retries = _listened_retry()(total=attempts - 1, connect=None, read=None, redirect=0, status=None,
                                  allowed_methods=None, status_forcelist=range(500, 600), backoff_factor=backoff,
                                  raise_on_status=False, raise_on_redirect=False, respect_retry_after_header=False,
                                  listener=on_retry)

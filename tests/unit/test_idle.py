@@ -1,6 +1,7 @@
 """The idle state the box reports, and the persisted last-job record."""
 
 import json
+import time
 
 from server_responder.lifecycle.idle import IdleClock, IdleStatus
 
@@ -61,3 +62,30 @@ def test_unreadable_record_counts_as_no_job(tmp_path):
     assert IdleClock(path).status({}, False).last_activity is None
     path.write_text('{"last_started": true, "last_finished": "x"}')
     assert IdleClock(path).status({}, False).last_activity is None
+
+
+def test_a_busy_clock_writes_once_per_interval_and_the_latest_moments_follow(tmp_path):
+    path = tmp_path / "last_job.json"
+    now = [100.0]
+    clock = IdleClock(path, now=lambda: now[0], write_interval=3600)
+    clock.job_started()
+    assert json.loads(path.read_text()) == {"last_started": 100.0, "last_finished": None}
+    now[0] = 101.0
+    clock.job_finished()
+    clock.job_started()
+    # Within the interval the file keeps the first write; the later moments wait, in memory.
+    assert json.loads(path.read_text()) == {"last_started": 100.0, "last_finished": None}
+    assert clock.status({}, False).last_finished == 101.0
+    clock.flush()
+    assert json.loads(path.read_text()) == {"last_started": 101.0, "last_finished": 101.0}
+
+
+def test_a_deferred_write_happens_by_itself(tmp_path):
+    path = tmp_path / "last_job.json"
+    clock = IdleClock(path, write_interval=0.2)
+    clock.job_started()
+    clock.job_finished()
+    deadline = time.monotonic() + 5
+    while json.loads(path.read_text())["last_finished"] is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert json.loads(path.read_text())["last_finished"] is not None

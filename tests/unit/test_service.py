@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server_responder.jobs.record import INTERRUPTED, QUEUED, RUNNING, Job, JobSpool
+from server_responder.jobs.journal import JobJournal
+from server_responder.jobs.record import INTERRUPTED, QUEUED, RUNNING, Job
 from server_responder.jobs.service import DataDirUnwritable, NotAccepting, QueueFull
 from server_responder.responder import Responder
 from server_responder.results.store import get_json
@@ -43,12 +44,15 @@ def test_a_queued_job_can_be_cancelled_before_it_starts(tmp_path):
 
 def test_recovery_requeues_queued_jobs_and_interrupts_running_ones(tmp_path):
     responder = make(tmp_path)
-    spool = responder.jobs.spool
+    # What an earlier run left in the journal.
+    spool = JobJournal(tmp_path / "data" / "jobs")
+    spool.open()
     running = Job(id="a" * 40, type="script", spec=script("print(1)"), results_location="r/running", status=RUNNING)
     queued = Job(id="b" * 40, type="script", spec=script("print('queued ran')"), results_location="r/queued",
                  status=QUEUED)
     spool.save(running)
     spool.save(queued)
+    spool.close()
     responder.start()
     try:
         assert responder.jobs.wait(queued.id, 10).stdout == "queued ran\n"
@@ -75,7 +79,7 @@ def test_full_queue_and_stopped_service_refuse_work(tmp_path):
         responder.stop()
 
 
-def test_past_the_retention_time_the_spool_keeps_the_retained_number_of_jobs(tmp_path):
+def test_past_the_retention_time_the_journal_keeps_the_retained_number_of_jobs(tmp_path):
     responder = make(tmp_path, jobs_retained=3, jobs_retained_minutes=0)
     responder.start()
     try:
@@ -85,8 +89,10 @@ def test_past_the_retention_time_the_spool_keeps_the_retained_number_of_jobs(tmp
         listed = [job.id for job in responder.jobs.recent(10)]
     finally:
         responder.stop()
-    kept = sorted(p.stem for p in (tmp_path / "data" / "jobs").glob("*.json"))
-    assert kept == sorted(ids[-3:])
+    # What a restart finds is what was kept.
+    journal = JobJournal(tmp_path / "data" / "jobs")
+    journal.open()
+    assert journal.count() == 3 and all(journal.load(job_id) for job_id in ids[-3:])
     assert listed == ids[-3:][::-1]
 
 
@@ -115,33 +121,27 @@ def finished(job_id: str) -> Job:
                finished_at="2024-01-01T00:00:00.000Z")
 
 
-def test_the_spool_prunes_in_the_order_jobs_finished_keeping_the_recent_and_the_floor(tmp_path):
+def test_the_journal_prunes_in_the_order_jobs_finished_keeping_the_recent_and_the_floor(tmp_path):
     clock = Clock()
-    spool = JobSpool(tmp_path / "jobs", now=clock)
-    spool.index_finished(())
+    journal = JobJournal(tmp_path / "jobs", now=clock)
+    journal.open()
     for n in range(6):
-        spool.save(finished(f"{n:040d}"))
+        journal.save(finished(f"{n:040d}"))
         clock.now += 60
-    spool.save(Job(id="q" * 40, type="script", spec={}, results_location="r/q"))
+    journal.save(Job(id="q" * 40, type="script", spec={}, results_location="r/q"))
     # Finished 6, 5, 4, 3, 2 and 1 minutes ago: with 3.5 minutes kept, the three older ones go.
-    assert spool.prune(keep=1, keep_seconds=210) == 3
-    left = sorted(path.stem for path in spool.directory.glob("*.json"))
-    assert left == [f"{n:040d}" for n in (3, 4, 5)] + ["q" * 40]
+    assert journal.prune(keep=1, keep_seconds=210) == 3
+    assert [journal.load(f"{n:040d}") is not None for n in range(6)] == [False] * 3 + [True] * 3
     clock.now += 3600
     # Past the time only the floor stays, and the queued record was never a candidate.
-    assert spool.prune(keep=2, keep_seconds=210) == 1
-    assert spool.recently_finished(10) == [f"{n:040d}" for n in (5, 4)]
-    assert spool.load("q" * 40).status == QUEUED
-
-
-def test_the_index_is_rebuilt_from_disk_in_finishing_order_without_the_unfinished(tmp_path):
-    first = JobSpool(tmp_path / "jobs")
-    for n in range(3):
-        first.save(finished(f"{n:040d}"))
-        os.utime(first.directory / f"{n:040d}.json", (1000 + n, 1000 + n))
-    again = JobSpool(tmp_path / "jobs")
-    again.index_finished([f"{1:040d}"])
-    assert again.recently_finished(10) == [f"{2:040d}", f"{0:040d}"]
+    assert journal.prune(keep=2, keep_seconds=210) == 1
+    assert journal.recently_finished(10) == [f"{n:040d}" for n in (5, 4)]
+    assert journal.load("q" * 40).status == QUEUED
+    journal.close()
+    # A restart finds the same: removals are in the journal too.
+    again = JobJournal(tmp_path / "jobs", now=clock)
+    assert [job.id for job in again.open()] == ["q" * 40]
+    assert again.recently_finished(10) == [f"{n:040d}" for n in (5, 4)] and again.count() == 3
 
 
 def test_listeners_hear_of_every_finished_job_and_their_faults_are_contained(tmp_path):
@@ -205,9 +205,9 @@ def test_a_job_whose_result_cannot_be_stored_is_failed_released_and_reported(tmp
         responder.stop()
 
 
-def test_a_final_record_the_spool_cannot_take_is_served_from_memory_and_says_so(tmp_path):
+def test_a_final_record_the_journal_cannot_take_is_served_from_memory_and_says_so(tmp_path):
     responder = make(tmp_path)
-    spool = responder.jobs.spool
+    spool = responder.jobs.journal
     save = spool.save
 
     def save_unless_finished(job, durable=False):
@@ -250,9 +250,9 @@ def test_a_failing_idle_clock_and_listener_do_not_keep_a_job_active(tmp_path):
         responder.stop()
 
 
-def test_a_job_the_spool_cannot_take_is_refused_and_left_nowhere(tmp_path):
+def test_a_job_the_journal_cannot_take_is_refused_and_left_nowhere(tmp_path):
     responder = make(tmp_path)
-    spool = responder.jobs.spool
+    spool = responder.jobs.journal
 
     def full(job, durable=False):
         raise OSError(errno.ENOSPC, "No space left on device", str(spool.directory / ".tmp-x"))

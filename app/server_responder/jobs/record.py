@@ -1,20 +1,12 @@
-"""The job record, its life cycle, and the spool that keeps every accepted job across restarts."""
+"""The job record and its life cycle."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import secrets
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
-
-from server_responder.files import write_atomically
 
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, INTERRUPTED = "succeeded", "failed", "timed_out", "cancelled", "interrupted"
@@ -76,8 +68,7 @@ class Job:
 
     def resource(self) -> dict[str, Any]:
         """The job as the API shows it: everything but the request spec, whose env may hold secrets."""
-        shown = asdict(self)
-        del shown["spec"]
+        shown = {name: value for name, value in vars(self).items() if name != "spec"}
         shown["language"] = self.spec.get("language")
         return shown
 
@@ -108,100 +99,11 @@ class Job:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        # The fields as they are: the same document as asdict() without its deep copy.
+        return json.dumps(vars(self)).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Job:
         raw = json.loads(data)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-class JobSpool:
-    """One JSON file per job in the data dir, written before a job is acknowledged.
-
-    Finished records are also kept in an in-memory index, in the order they finished, so retention can
-    remove the oldest without listing the directory.
-    """
-
-    def __init__(self, directory: Path, now: Callable[[], float] = time.time) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.now = now
-        self._lock = threading.Lock()
-        self._finished: OrderedDict[str, float] | None = None
-
-    def _path(self, job_id: str) -> Path:
-        return self.directory / f"{job_id}.json"
-
-    def save(self, job: Job, durable: bool = False) -> None:
-        with self._lock:
-            write_atomically(self._path(job.id), job.to_json(), mode=0o600, durable=durable)
-            if job.finished and self._finished is not None:
-                self._finished[job.id] = self.now()
-                self._finished.move_to_end(job.id)
-
-    def load(self, job_id: str) -> Job | None:
-        try:
-            return Job.from_json(self._path(job_id).read_bytes())
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def remove(self, job_id: str) -> None:
-        with self._lock:
-            self._path(job_id).unlink(missing_ok=True)
-            if self._finished is not None:
-                self._finished.pop(job_id, None)
-
-    def load_all(self) -> list[Job]:
-        jobs = []
-        for path in self.directory.glob("*.json"):
-            try:
-                jobs.append(Job.from_json(path.read_bytes()))
-            except (OSError, ValueError, TypeError):
-                continue
-        return sorted(jobs, key=lambda job: job.created_at)
-
-    def count(self) -> int:
-        return sum(1 for _ in self.directory.glob("*.json"))
-
-    def index_finished(self, unfinished: Iterable[str]) -> None:
-        """Index the records on disk, once, at start, by their last write (when they finished); the ids in
-        `unfinished` (queued again after a restart) are left out: only finished records are ever pruned."""
-        skipped = set(unfinished)
-        found = []
-        for path in self.directory.glob("*.json"):
-            if path.stem not in skipped:
-                try:
-                    found.append((path.stat().st_mtime, path.stem))
-                except OSError:
-                    continue
-        with self._lock:
-            self._finished = OrderedDict((job_id, moment) for moment, job_id in sorted(found))
-
-    def recently_finished(self, limit: int) -> list[str]:
-        """Ids of the last `limit` jobs to finish, newest first."""
-        with self._lock:
-            finished = self._finished or OrderedDict()
-            return list(itertools.islice(reversed(finished), limit))
-
-    def prune(self, keep: int, keep_seconds: float) -> int:
-        """Remove the oldest finished records while more than `keep` are kept and the oldest finished
-        more than `keep_seconds` ago; the number removed. Costs one step per record removed."""
-        removed = 0
-        cutoff = self.now() - keep_seconds
-        with self._lock:
-            if self._finished is None:
-                return 0
-            while len(self._finished) > keep:
-                job_id, finished = next(iter(self._finished.items()))
-                if finished > cutoff:
-                    break
-                del self._finished[job_id]
-                try:
-                    self._path(job_id).unlink(missing_ok=True)
-                except OSError:
-                    # A read-only data dir keeps its records; the index forgets them to stay bounded.
-                    pass
-                removed += 1
-        return removed

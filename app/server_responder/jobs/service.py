@@ -1,4 +1,4 @@
-"""The job service: accepts jobs, keeps them in the spool, runs them on a bounded pool of workers."""
+"""The job service: accepts jobs, keeps them in the journal, runs them on a bounded pool of workers."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from typing import Any
 from server_responder.degraded import Degradations, is_storage_fault, write_fault
 from server_responder.jobs.containment import Containment, JobCell, JobStats, child_setup, detect_containment
 from server_responder.jobs.executor import JobContext, JobOutcome
+from server_responder.jobs.journal import JobJournal
 from server_responder.jobs.record import (
-    CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, Job, JobSpool, job_status, new_job_id, utc_now,
+    CANCELLED, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Job, job_status, new_job_id, utc_now,
 )
 from server_responder.jobs.runner import job_user_for
 from server_responder.jobs.types import JobTypes
@@ -30,8 +31,10 @@ from server_responder.settings import Settings
 
 log = logging.getLogger("server_responder.jobs")
 
-# Finished records the spool could not take stay readable from memory, the newest this many.
+# Finished records the journal could not take stay readable from memory, the newest this many.
 UNSAVED_KEPT = 500
+# The last jobs to finish, kept in memory too: a waiting caller's answer needs no read.
+RECENT_KEPT = 64
 
 
 class QueueFull(RuntimeError):
@@ -47,7 +50,7 @@ class JobNotFound(KeyError):
 
 
 class DataDirUnwritable(RuntimeError):
-    """The job could not be spooled, so it was not accepted; the message names the cause."""
+    """The job could not be journalled, so it was not accepted; the message names the cause."""
 
 
 class JobService:
@@ -61,7 +64,7 @@ class JobService:
                                               retry_max_seconds=settings.upload_retry_max_seconds)
         self.clock = clock
         self.types = types
-        self.spool = JobSpool(settings.data_dir / "jobs")
+        self.journal = JobJournal(settings.data_dir / "jobs")
         # Never root: a root service with no job_user runs jobs as an unprivileged user.
         self.run_as = job_user_for(settings.job_user, os.geteuid())
         self.containment = containment or detect_containment(settings)
@@ -69,19 +72,25 @@ class JobService:
         self._active: dict[str, Job] = {}
         self._cancels: dict[str, threading.Event] = {}
         self._pending_keys: dict[str, tuple[str, ...]] = {}
-        self._condition = threading.Condition()
+        # Ended when the job is final: what a waiting caller waits on, instead of every release.
+        self._done: dict[str, threading.Event] = {}
+        lock = threading.RLock()
+        self._condition = threading.Condition(lock)
+        # Workers wait for work on their own condition (same lock), so a release wakes none of them.
+        self._work_ready = threading.Condition(lock)
+        self._accepting_now = 0
         self._workers: list[threading.Thread] = []
         self._accepting = False
         self._stopping = False
         self._finished_listeners: list[Callable[[Job], None]] = []
         self._unsaved: OrderedDict[str, Job] = OrderedDict()
+        self._recent: OrderedDict[str, Job] = OrderedDict()
         self.degradations = Degradations(settings.data_dir)
 
     def start(self) -> None:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self._recover()
-        self.spool.index_finished(self._active)
-        self._prune_spool()
+        self._prune_journal()
         self._stopping = False
         self._accepting = True
         self._workers = [
@@ -92,17 +101,19 @@ class JobService:
             worker.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop taking jobs, interrupt running ones (queued ones stay spooled) and wait for the workers."""
+        """Stop taking jobs, interrupt running ones (queued ones stay in the journal) and wait for the workers."""
         with self._condition:
             self._accepting = False
             self._stopping = True
             for event in self._cancels.values():
                 event.set()
             self._condition.notify_all()
+            self._work_ready.notify_all()
         wait = timeout if timeout is not None else self.settings.kill_grace_seconds + 5
         for worker in self._workers:
             worker.join(wait)
         self._workers = []
+        self._quietly(self.clock.flush, "data_dir")
 
     def on_finished(self, listener: Callable[[Job], None]) -> None:
         self._finished_listeners.append(listener)
@@ -132,17 +143,18 @@ class JobService:
         if leftovers:
             log.warning("processes of a previous instance's jobs ended",
                         extra={"event": "job.leftovers_killed", "job_ids": leftovers})
-        for job in self.spool.load_all():
+        for job in self.journal.open():
             if job.status == RUNNING:
                 job.status = INTERRUPTED
                 job.error = "the service stopped while this job was running"
                 job.finished_at = utc_now()
                 job = self._publish(job)
-                self.spool.save(job)
+                self.journal.save(job, durable=True)
                 log.warning("job interrupted", extra={"event": "job.interrupted", "job_id": job.id, "type": job.type})
-            elif job.status == QUEUED:
+            else:
                 self._queue.append(job)
                 self._active[job.id] = job
+                self._done[job.id] = threading.Event()
                 log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
         queued = {job.id for job in self._queue}
         for entry in self.settings.work_dir.iterdir():
@@ -159,27 +171,35 @@ class JobService:
         with self._condition:
             if not self._accepting:
                 raise NotAccepting("the responder is not accepting jobs")
-            if len(self._queue) >= self.settings.queue_size:
+            if len(self._queue) + self._accepting_now >= self.settings.queue_size:
                 raise QueueFull(f"the queue is full ({self.settings.queue_size} jobs waiting)")
-            # Spooled, durably, before it is acknowledged: an accepted job survives a crash.
-            try:
-                self.spool.save(job, durable=True)
-            except OSError as error:
-                raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
-            self.degradations.recovered("data_dir")
+            self._accepting_now += 1
+        try:
+            # In the journal, on disk, before it is acknowledged: an accepted job survives a crash. The disk
+            # write is outside the service's lock, so jobs accepted at once share one.
+            self.journal.save(job, durable=True)
+        except OSError as error:
+            self._quietly(lambda: self.journal.remove(job.id), None)
+            raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
+        finally:
+            with self._condition:
+                self._accepting_now -= 1
+        self.degradations.recovered("data_dir")
+        with self._condition:
             self._queue.append(job)
             self._active[job.id] = job
-            self._condition.notify()
+            self._done[job.id] = threading.Event()
+            self._work_ready.notify()
         log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
                                         "request_id": request_id, "results_location": job.results_location})
         return job
 
     def get(self, job_id: str) -> Job | None:
         with self._condition:
-            job = self._active.get(job_id) or self._unsaved.get(job_id)
-        if job is not None or not job_id.isalnum():
+            job = self._active.get(job_id) or self._recent.get(job_id) or self._unsaved.get(job_id)
+        if job is not None:
             return job
-        return self.spool.load(job_id)
+        return self.journal.load(job_id)
 
     def recent(self, limit: int = 50) -> list[Job]:
         """Queued and running jobs, newest first, then the last ones to finish."""
@@ -187,10 +207,10 @@ class JobService:
             jobs = sorted(self._active.values(), key=lambda job: job.created_at, reverse=True)
             jobs.extend(reversed(self._unsaved.values()))
         shown = {job.id for job in jobs}
-        for job_id in self.spool.recently_finished(limit):
+        for job_id in self.journal.recently_finished(limit):
             if len(jobs) >= limit:
                 break
-            job = self.spool.load(job_id) if job_id not in shown else None
+            job = self.get(job_id) if job_id not in shown else None
             if job is not None:
                 jobs.append(job)
         return jobs[:limit]
@@ -216,16 +236,11 @@ class JobService:
             return {"queued_jobs": queued, "running_jobs": len(self._active) - queued}
 
     def wait(self, job_id: str, timeout: float) -> Job | None:
-        deadline = time.monotonic() + timeout
+        """The job once final, or as it is after `timeout` seconds."""
         with self._condition:
-            while True:
-                job = self._active.get(job_id)
-                if job is None:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return job
-                self._condition.wait(remaining)
+            done = self._done.get(job_id)
+        if done is not None:
+            done.wait(timeout)
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> Job:
@@ -251,7 +266,7 @@ class JobService:
         while True:
             with self._condition:
                 while not self._queue and not self._stopping:
-                    self._condition.wait()
+                    self._work_ready.wait()
                 if self._stopping:
                     return
                 job = self._queue.popleft()
@@ -333,7 +348,7 @@ class JobService:
             self._pending_keys[job.id] = tuple(keys)
 
     def _finish(self, job: Job) -> Job:
-        """Make a finished job final: result stored, record spooled, then released from the active set.
+        """Make a finished job final: result stored, record journalled, then released from the active set.
 
         Until released, readers see the live job, never final; once released they see the final record, and
         the stored result is already there. Whatever fails on the way, the job is released and waiters wake.
@@ -353,7 +368,7 @@ class JobService:
                                         "duration_s": job.duration_s, "request_id": job.request_id})
         for listener in self._finished_listeners:
             self._quietly(lambda: listener(job), None)
-        self._quietly(self._prune_spool, None)
+        self._quietly(self._prune_journal, None)
         return job
 
     def _publish(self, job: Job) -> Job:
@@ -371,9 +386,10 @@ class JobService:
         return job
 
     def _save_final(self, job: Job) -> bool:
-        """Spool the final record; when that fails, say so in the record, which then lives in memory only."""
+        """Journal the final record, on disk before anyone is told; when that fails, say so in the record, which
+        then lives in memory only."""
         try:
-            self.spool.save(job)
+            self.journal.save(job, durable=True)
         except Exception as error:
             reason = self._write_failed(error, "data_dir")
             log.error("job record not saved", extra={"event": "job.record_not_saved", "job_id": job.id,
@@ -381,7 +397,7 @@ class JobService:
             job.details = {**job.details, "record_not_saved": f"{reason}; this record is kept in memory only "
                                                               "and is lost when the service restarts"}
             # A stale queued or running record would make a restart run the job again, or call it interrupted.
-            self._quietly(lambda: self.spool.remove(job.id), None)
+            self._quietly(lambda: self.journal.remove(job.id), None)
             return False
         self.degradations.recovered("data_dir")
         return True
@@ -389,23 +405,26 @@ class JobService:
     def _release(self, job: Job, saved: bool) -> None:
         self._quietly(self.clock.job_finished, "data_dir")
         with self._condition:
-            if not saved:
-                self._unsaved[job.id] = job
-                while len(self._unsaved) > UNSAVED_KEPT:
-                    self._unsaved.popitem(last=False)
+            kept, limit = (self._recent, RECENT_KEPT) if saved else (self._unsaved, UNSAVED_KEPT)
+            kept[job.id] = job
+            while len(kept) > limit:
+                kept.popitem(last=False)
             self._active.pop(job.id, None)
             self._cancels.pop(job.id, None)
             self._pending_keys.pop(job.id, None)
+            done = self._done.pop(job.id, None)
             self._condition.notify_all()
+        if done is not None:
+            done.set()
 
-    def _prune_spool(self) -> None:
+    def _prune_journal(self) -> None:
         # In the order jobs finished, from the in-memory index: a step per record removed, no directory listing.
-        self.spool.prune(self.settings.jobs_retained, self.settings.jobs_retained_minutes * 60)
+        self.journal.prune(self.settings.jobs_retained, self.settings.jobs_retained_minutes * 60)
 
     def _save_quietly(self, job: Job) -> None:
-        """A spool write the job can do without (its accepted record is already on disk)."""
+        """A journal write the job can do without (its accepted record is already on disk)."""
         try:
-            self.spool.save(job)
+            self.journal.save(job)
         except OSError as error:
             self._write_failed(error, "data_dir")
         else:
@@ -450,6 +469,8 @@ class JobService:
         return workspace
 
     def _remove_workspace(self, workspace: Path) -> None:
+        if _remove_plain_workspace(workspace):
+            return
         if self.run_as and os.geteuid() != 0:
             # The job may have made files only its own user can remove (root can remove anything).
             subprocess.run(["rm", "-rf", "--", str(workspace)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -457,3 +478,20 @@ class JobService:
                            user=self.run_as.uid, group=self.run_as.gid, extra_groups=[],
                            preexec_fn=child_setup(()))
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _remove_plain_workspace(workspace: Path) -> bool:
+    """The usual workspace, files and empty directories at its top, removed in a few calls; False when it is
+    anything more, for the thorough removal."""
+    try:
+        with os.scandir(workspace) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    os.rmdir(entry.path)
+                else:
+                    os.unlink(entry.path)
+        os.rmdir(workspace)
+    except OSError:
+        return False
+    return True
+

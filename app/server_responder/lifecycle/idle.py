@@ -79,14 +79,22 @@ class IdleStatus:
 
 
 class IdleClock:
-    """Records when jobs last started and finished, in `<data_dir>/last_job.json`."""
+    """Records when jobs last started and finished, in `<data_dir>/last_job.json`.
 
-    def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
+    The file is written at most once every `write_interval` seconds, the latest moments a little later: on
+    a busy box that is one write a second instead of two a job, and a restart reads moments a second old
+    at worst. `flush` writes what is pending at once.
+    """
+
+    def __init__(self, path: Path, now: Callable[[], float] = time.time, write_interval: float = 1.0) -> None:
         self.path = path
         self.now = now
+        self.write_interval = write_interval
         self.booted_at = now()
         self._lock = threading.Lock()
         self._record = self._load()
+        self._written_at: float | None = None
+        self._pending: threading.Timer | None = None
 
     def _load(self) -> dict[str, float | None]:
         try:
@@ -97,8 +105,35 @@ class IdleClock:
 
     def _touch(self, key: str) -> None:
         with self._lock:
-            self._record[key] = self.now()
-            write_atomically(self.path, json.dumps(self._record).encode(), mode=0o644)
+            now = self._record[key] = self.now()
+            if self._pending is not None:
+                return
+            wait = 0.0 if self._written_at is None else self._written_at + self.write_interval - now
+            if wait <= 0:
+                self._write(now)
+                return
+            self._pending = threading.Timer(wait, self._write_later)
+            self._pending.daemon = True
+            self._pending.start()
+
+    def _write(self, at: float) -> None:
+        self._written_at = at
+        write_atomically(self.path, json.dumps(self._record).encode(), mode=0o644)
+
+    def _write_later(self) -> None:
+        with self._lock:
+            self._pending = None
+            try:
+                self._write(self.now())
+            except OSError:
+                pass  # the next job's moment is written again; the data dir's state is reported by the job service
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
+                self._write(self.now())
 
     def job_started(self) -> None:
         self._touch("last_started")

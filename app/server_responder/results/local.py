@@ -13,13 +13,15 @@ from server_responder.results.store import ObjectInfo, StoredObject
 
 _DATA_SUFFIX = "@data"
 _TYPE_SUFFIX = "@type"
+# The type of most objects (result documents): an object without a type file has it, so they need one file.
+_DEFAULT_TYPE = "application/json"
 
 
 class LocalResultStore:
     """Objects as files below a root directory.
 
     A key `a/b` may coexist with `a/b/c` (a project index beside its commits), so an object's bytes
-    live in `<key>@data` and its content type in `<key>@type`; `@` is outside the key alphabet.
+    live in `<key>@data` and its content type in `<key>@type` (none for JSON); `@` is outside the key alphabet.
     """
 
     def __init__(self, root: Path) -> None:
@@ -40,7 +42,11 @@ class LocalResultStore:
         """Where `key`'s bytes go, once its directory exists and its content type is written."""
         data_path = self._path(key, _DATA_SUFFIX)
         data_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        write_atomically(self._path(key, _TYPE_SUFFIX), content_type.encode())
+        type_path = self._path(key, _TYPE_SUFFIX)
+        if content_type == _DEFAULT_TYPE:
+            type_path.unlink(missing_ok=True)
+        else:
+            write_atomically(type_path, content_type.encode())
         return data_path
 
     def get(self, key: str) -> StoredObject | None:
@@ -51,7 +57,7 @@ class LocalResultStore:
         try:
             content_type = self._path(key, _TYPE_SUFFIX).read_text().strip()
         except FileNotFoundError:
-            content_type = "application/octet-stream"
+            content_type = _DEFAULT_TYPE
         return StoredObject(key, body, content_type)
 
     def delete(self, key: str) -> None:

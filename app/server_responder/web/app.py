@@ -101,6 +101,8 @@ def server_config(settings: Settings) -> dict:
         # The routes answer 413 themselves; the server refuses what is larger before reading it.
         "server.max_request_body_size": settings.max_body_bytes,
         "server.thread_pool": settings.http_threads,
+        # The listen backlog: CherryPy's default of 5 resets connections a burst of clients opens at once.
+        "server.socket_queue_size": 128,
         "engine.autoreload.on": False,
         "log.screen": False,
         "checker.on": False,
