@@ -78,6 +78,7 @@ class JobService:
         self.degradations = Degradations(settings.data_dir)
 
     def start(self) -> None:
+        self.containment.start()
         self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self._recover()
         self.spool.index_finished(self._active)
@@ -103,6 +104,7 @@ class JobService:
         for worker in self._workers:
             worker.join(wait)
         self._workers = []
+        self.containment.stop()
 
     def on_finished(self, listener: Callable[[Job], None]) -> None:
         self._finished_listeners.append(listener)
