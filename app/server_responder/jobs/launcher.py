@@ -192,7 +192,7 @@ class LaunchedProcess:
     @property
     def status_fd(self) -> int | None:
         """Readable once the launcher has something to say: the exit status, or its own end."""
-        return None if self._ended else self._channel.fileno()
+        return self._channel.fileno() if self._channel.fileno() >= 0 else None
 
     def poll(self) -> bool:
         """Whether the process has ended, or its end can no longer be known."""
@@ -222,6 +222,7 @@ class LaunchedProcess:
     def close(self) -> None:
         if not self._ended:
             self._finish(LAUNCHER_ENDED)
+        self._channel.close()
 
     def _end(self, answer: bytes) -> None:
         if answer:
@@ -234,7 +235,6 @@ class LaunchedProcess:
     def _finish(self, error: str | None) -> None:
         self._ended = True
         self.error = error
-        self._channel.close()
 
 
 # ---- the launcher's side ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ SHARED_WORK_ROOT = Path("/var/tmp/server-responder")
 # How long output may still arrive after the job's own process has exited.
 _LATE_OUTPUT_SECONDS = 1.0
 _POLL_SECONDS = 0.05
+_EMPTY_POLL_SECONDS = 0.005
 # How long processes may take to go once killed before the run stops waiting for them.
 _SETTLE_SECONDS = 5.0
 _UNREPORTED = "the end of the job's first process was never reported"
@@ -294,13 +295,15 @@ def run_process(
                     else:
                         selector.unregister(key.fileobj)
             elif process.poll():
-                time.sleep(_POLL_SECONDS)  # the poll interval while what the job left behind is ended
+                time.sleep(_EMPTY_POLL_SECONDS)  # until what the job left behind has gone
             else:
                 process.wait(_POLL_SECONDS)
             now = time.monotonic()
             cell.watch()
             if exited_at is None and process.poll():
                 exited_at = now
+                if process.status_fd is not None and process.status_fd in selector.get_map():
+                    selector.unregister(process.status_fd)
             if kill_at is None and emptied_at is None:
                 ended = exited_at is not None
                 timed_out = not ended and now >= deadline
