@@ -12,7 +12,6 @@ The strategies, best first (`STRATEGIES`):
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -25,36 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from server_responder.jobs import privileges
+from server_responder.jobs.launcher import Launcher
+
 log = logging.getLogger("server_responder.jobs")
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_DUMPABLE = 4
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_NO_NEW_PRIVS = 38
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
 _V1_LIMIT_CONTROLLERS = ("memory", "pids")
 # How long a killed cgroup may take to empty before it is left for the next start to remove.
 _EMPTY_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.02
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_capset = _libc.capset
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-# Built once: the child between fork and exec may only make system calls, not build objects.
-_NO_CAPS_HEADER = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-_NO_CAPS_DATA = (_CapData * 2)()
 
 
 @dataclass(frozen=True)
@@ -91,6 +70,9 @@ class JobStats:
 class JobCell(Protocol):
     """One job's processes, wherever this machine keeps them."""
 
+    # What starts the job's processes: the job's launcher, or (None) the service itself.
+    launcher: Launcher | None
+
     def placement(self) -> list[int]:
         """Descriptors the job's first process writes `0` to before any job code runs (closed by the caller)."""
 
@@ -121,6 +103,12 @@ class Containment(Protocol):
     def recover(self) -> list[str]:
         """Kill and remove what jobs of a previous instance left; the job ids found."""
 
+    def start(self) -> None:
+        """At the job service's start: what starts jobs' processes (a launcher) begins, without being waited for."""
+
+    def stop(self) -> None:
+        """At the job service's stop, once the workers are done."""
+
     def close(self) -> None:
         """At stop, once the workers are done: nothing of any job is left, nor the service's cgroups."""
 
@@ -133,17 +121,17 @@ def child_setup(placement: Iterable[int], death_signal: bool = True) -> Callable
     def setup() -> None:
         for descriptor in descriptors:
             os.write(descriptor, b"0")
-        _capset(ctypes.byref(_NO_CAPS_HEADER), _NO_CAPS_DATA)
-        _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        privileges.drop_all_capabilities()
+        privileges.prctl(privileges.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if death_signal:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            privileges.prctl(privileges.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return setup
 
 
 def make_service_undumpable() -> None:
     """Jobs of the service's own user can then neither ptrace it nor read its /proc files (environ included)."""
-    if _prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    if privileges.prctl(privileges.PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         log.warning("could not make the service non-dumpable", extra={"event": "containment.dumpable_error"})
 
 
@@ -311,6 +299,7 @@ class CgroupCell:
 
     unified: Path
     v1: dict[str, Path] = field(default_factory=dict)
+    launcher: Launcher | None = None
 
     def placement(self) -> list[int]:
         directories = [self.unified, *self.v1.values()]
@@ -390,6 +379,7 @@ class DelegatedCgroups:
     controllers: tuple[str, ...]
     limits: Limits
     kind: str = "cgroup2"
+    launcher: Launcher | None = None
 
     @property
     def jobs_dir(self) -> Path:
@@ -419,12 +409,19 @@ class DelegatedCgroups:
             _write(directory / "pids.max", str(limits["pids_max"]))
         if "cpu_weight" in limits:
             _write(directory / "cpu.weight", str(limits["cpu_weight"]))
-        return CgroupCell(directory)
+        return CgroupCell(directory, launcher=self.launcher)
 
     def recover(self) -> list[str]:
         return _recover_cgroups(self.jobs_dir)
 
+    def start(self) -> None:
+        _start_launcher(self.launcher)
+
+    def stop(self) -> None:
+        _stop_launcher(self.launcher)
+
     def close(self) -> None:
+        self.stop()
         self.recover()
 
 
@@ -442,7 +439,7 @@ def delegated_cgroups(settings: Any, view: HostView) -> DelegatedCgroups | None:
         return None  # Already set up by an instance still alive in this cgroup: not ours to take.
     if set(_pids_in(own)) - {view.pid}:
         return None  # Others share the cgroup: the service could not leave it without breaking their limits.
-    strategy = DelegatedCgroups(own, controllers, Limits.of(settings))
+    strategy = DelegatedCgroups(own, controllers, Limits.of(settings), launcher=Launcher([own / "service"]))
     strategy.set_up(view.pid)
     return strategy
 
@@ -457,6 +454,7 @@ class KillOnlyCgroups:
     parent: Path
     v1_parents: dict[str, Path]
     limits: Limits
+    launcher: Launcher | None = None
 
     @property
     def kind(self) -> str:
@@ -479,12 +477,19 @@ class KillOnlyCgroups:
         if "pids_max" in limits:
             pids = v1["pids"] = _make_job_dir(self.v1_parents["pids"] / job_id)
             _write(pids / "pids.max", str(limits["pids_max"]))
-        return CgroupCell(unified, v1)
+        return CgroupCell(unified, v1, self.launcher)
 
     def recover(self) -> list[str]:
         return _recover_cgroups(self.parent, self.v1_parents.values())
 
+    def start(self) -> None:
+        _start_launcher(self.launcher)
+
+    def stop(self) -> None:
+        _stop_launcher(self.launcher)
+
     def close(self) -> None:
+        self.stop()
         self.recover()
         _remove_dirs([self.parent, *self.v1_parents.values()])
 
@@ -512,7 +517,19 @@ def kill_only_cgroups(settings: Any, view: HostView) -> KillOnlyCgroups | None:
             continue
         if os.access(candidate / "cgroup.procs", os.W_OK):
             v1_parents[controller] = candidate
-    return KillOnlyCgroups(parent, v1_parents, Limits.of(settings))
+    # The launcher comes back to the service's own cgroups after placing each job.
+    homes = [parent.parent, *(directory.parent for directory in v1_parents.values())]
+    return KillOnlyCgroups(parent, v1_parents, Limits.of(settings), Launcher(homes))
+
+
+def _start_launcher(launcher: Launcher | None) -> None:
+    if launcher is not None:
+        launcher.start()
+
+
+def _stop_launcher(launcher: Launcher | None) -> None:
+    if launcher is not None:
+        launcher.stop()
 
 
 # ---- strategy c: a child subreaper and the /proc process tree ---------------------------------------------------
@@ -560,6 +577,8 @@ def _same_process(pid: int, start_time: int) -> ProcessEntry | None:
 class ProcessTreeCell:
     """A job's processes as its sessions, process groups and descendants, each kept as (pid, start time) so a
     reused pid is never taken for one of them. Without cgroups this is the best that can be done."""
+
+    launcher = None  # started by the service itself: it is their subreaper
 
     def __init__(self, record: Path | None = None, on_removed: Callable[[ProcessTreeCell], None] | None = None,
                  service_pid: int | None = None) -> None:
@@ -680,12 +699,18 @@ class Subreaper:
         self._lock = threading.Lock()
 
     def set_up(self) -> None:
-        if _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        if privileges.prctl(privileges.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             log.warning("could not become a child subreaper: daemonising job processes may escape",
-                        extra={"event": "containment.subreaper_error", "errno": ctypes.get_errno()})
+                        extra={"event": "containment.subreaper_error", "errno": privileges.errno()})
 
     def limits_in_force(self) -> dict[str, int]:
         return {}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
     def job(self, job_id: str) -> JobCell:
         self.records.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,9 @@ class JobOutcome:
         ran = {"exit_status": process.exit_status, "signal": process.signal, "cmd_run": cmd_run,
                "stdout": process.stdout, "stderr": process.stderr, "output": process.output,
                "truncated": process.truncated, "timed_out": process.timed_out}
-        return cls(**{**ran, **more})
+        # A run whose end is not the job's own says so first; the executor's own reason follows.
+        reasons = [reason for reason in (process.error, more.pop("error", None)) if reason]
+        return cls(**{**ran, **more, "error": "; ".join(reasons) or None})
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from server_responder.jobs.containment import JobCell, ProcessTreeCell, child_setup, data_dir_tag
+from server_responder.jobs.launcher import LauncherEnded
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The appliance's job user; a root service with no job_user runs jobs as it when it exists, else as nobody.
@@ -24,8 +26,10 @@ SHARED_WORK_ROOT = Path("/var/tmp/server-responder")
 # How long output may still arrive after the job's own process has exited.
 _LATE_OUTPUT_SECONDS = 1.0
 _POLL_SECONDS = 0.05
+_EMPTY_POLL_SECONDS = 0.005
 # How long processes may take to go once killed before the run stops waiting for them.
 _SETTLE_SECONDS = 5.0
+_UNREPORTED = "the end of the job's first process was never reported"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class ProcessOutcome:
     timed_out: bool
     cancelled: bool
     duration_s: float
+    error: str | None = None  # the run's end is not the job's own: its launcher ended, say
 
 
 def job_environment(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -143,6 +148,87 @@ class _Capture:
         return buffer.decode("utf-8", errors="replace")
 
 
+class JobProcess(Protocol):
+    """A job's first process, however it was started: the service's Popen or the job's launcher."""
+
+    pid: int
+    returncode: int | None  # as Popen's: negative for a signal; None while running, or when its end is unknown
+    error: str | None  # why its end is unknown
+
+    @property
+    def status_fd(self) -> int | None:
+        """A descriptor that becomes readable when the end may be known; None to be polled."""
+
+    def poll(self) -> bool:
+        """Whether it has ended, or its end can no longer be known."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+    def abandon(self, reason: str) -> None:
+        """Stop waiting for an end that will not be reported."""
+
+    def close(self) -> None: ...
+
+
+class _PopenProcess:
+    """A process the service forked itself (the subreaper strategy): Popen, with the job's setup before exec."""
+
+    status_fd = None
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.error: str | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> bool:
+        return self._popen.poll() is not None or self.error is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.error is not None
+        return True
+
+    def abandon(self, reason: str) -> None:
+        self.error = reason
+
+    def close(self) -> None:
+        pass
+
+
+def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str], run_as: JobUser | None, cell: JobCell,
+           stdout: int, stderr: int) -> JobProcess:
+    placement = cell.placement()
+    try:
+        if cell.launcher is not None:
+            return cell.launcher.spawn(argv, cwd=cwd, env=env, umask=0o007 if run_as else None,
+                                       uid=run_as.uid if run_as else None, gid=run_as.gid if run_as else None,
+                                       stdout=stdout, stderr=stderr, placement=placement)
+        return _PopenProcess(subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            close_fds=True,
+            umask=0o007 if run_as else -1,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+            preexec_fn=child_setup(placement),
+        ))
+    finally:
+        for descriptor in placement:
+            os.close(descriptor)
+
+
 def run_process(
     argv: Sequence[str],
     *,
@@ -162,33 +248,33 @@ def run_process(
     run ends, all of them are sent SIGTERM, and whatever is left after `kill_grace` is killed."""
     cell = cell if cell is not None else ProcessTreeCell()
     started = time.monotonic()
-    placement = cell.placement()
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = os.pipe()
     try:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            umask=0o007 if run_as else -1,
-            user=run_as.uid if run_as else None,
-            group=run_as.gid if run_as else None,
-            extra_groups=[] if run_as else None,
-            preexec_fn=child_setup(placement),
-        )
+        process = _start(argv, cwd, env, run_as, cell, stdout_write, stderr_write)
+    except LauncherEnded as error:
+        for descriptor in (stdout_read, stderr_read):
+            os.close(descriptor)
+        if not cell.empty():
+            cell.kill_all()  # it may have started the process before it ended
+        return ProcessOutcome(None, None, "", "", "", False, False, False,
+                              round(time.monotonic() - started, 3), error=str(error))
+    except BaseException:
+        for descriptor in (stdout_read, stderr_read):
+            os.close(descriptor)
+        raise
     finally:
-        for descriptor in placement:
+        for descriptor in (stdout_write, stderr_write):
             os.close(descriptor)
     cell.started(process.pid)
     if on_started:
         on_started(process.pid)
     capture = _Capture(output_limit)
     selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ, "stdout")
-    selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+    selector.register(stdout_read, selectors.EVENT_READ, "stdout")
+    selector.register(stderr_read, selectors.EVENT_READ, "stderr")
+    if process.status_fd is not None:
+        selector.register(process.status_fd, selectors.EVENT_READ, "status")
     deadline = started + timeout
     timed_out = cancelled = False
     kill_at: float | None = None
@@ -199,17 +285,25 @@ def run_process(
         while True:
             if selector.get_map():
                 for key, _ in selector.select(_POLL_SECONDS):
+                    if key.data == "status":
+                        selector.unregister(key.fileobj)
+                        process.poll()
+                        continue
                     chunk = os.read(key.fd, 65536)
                     if chunk:
                         capture.add(key.data, chunk)
                     else:
                         selector.unregister(key.fileobj)
+            elif process.poll():
+                time.sleep(_EMPTY_POLL_SECONDS)  # until what the job left behind has gone
             else:
-                _wait_briefly(process)
+                process.wait(_POLL_SECONDS)
             now = time.monotonic()
             cell.watch()
-            if exited_at is None and process.poll() is not None:
+            if exited_at is None and process.poll():
                 exited_at = now
+                if process.status_fd is not None and process.status_fd in selector.get_map():
+                    selector.unregister(process.status_fd)
             if kill_at is None and emptied_at is None:
                 ended = exited_at is not None
                 timed_out = not ended and now >= deadline
@@ -229,24 +323,27 @@ def run_process(
                     killed_at = now
                 elif killed_at is not None and now - killed_at > _SETTLE_SECONDS:
                     break  # processes not gone even when killed (stuck in the kernel): left for the job's end
+            if emptied_at is not None and exited_at is None and now - emptied_at > _SETTLE_SECONDS:
+                process.abandon(_UNREPORTED)  # all gone, yet the first one's end never reported
             if exited_at is not None and emptied_at is not None:
                 # Output still buffered in the pipes is read; nothing can write to them any more.
                 if not selector.get_map() or now - emptied_at > _LATE_OUTPUT_SECONDS:
                     break
-        process.wait()
+        _wait_or_abandon(process)
     finally:
         selector.close()
-        if process.poll() is None:
+        if not process.poll():
             cell.kill_all()
-            process.wait()
+            _wait_or_abandon(process)
         if not cell.empty():
             cell.kill_all()
-        process.stdout.close()
-        process.stderr.close()
+        process.close()
+        for descriptor in (stdout_read, stderr_read):
+            os.close(descriptor)
     returncode = process.returncode
     return ProcessOutcome(
-        exit_status=returncode if returncode >= 0 else None,
-        signal=signal.Signals(-returncode).name if returncode < 0 else None,
+        exit_status=returncode if returncode is not None and returncode >= 0 else None,
+        signal=signal.Signals(-returncode).name if returncode is not None and returncode < 0 else None,
         stdout=capture.text(capture.streams["stdout"]),
         stderr=capture.text(capture.streams["stderr"]),
         output=capture.text(capture.combined),
@@ -254,11 +351,10 @@ def run_process(
         timed_out=timed_out,
         cancelled=cancelled,
         duration_s=round(time.monotonic() - started, 3),
+        error=process.error,
     )
 
 
-def _wait_briefly(process: subprocess.Popen) -> None:
-    try:
-        process.wait(_POLL_SECONDS)
-    except subprocess.TimeoutExpired:
-        pass
+def _wait_or_abandon(process: JobProcess) -> None:
+    if not process.wait(_SETTLE_SECONDS):
+        process.abandon(_UNREPORTED)

@@ -88,6 +88,7 @@ class JobService:
         self.degradations = Degradations(settings.data_dir)
 
     def start(self) -> None:
+        self.containment.start()
         self.settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self._recover()
         self._prune_journal()
@@ -113,6 +114,7 @@ class JobService:
         for worker in self._workers:
             worker.join(wait)
         self._workers = []
+        self.containment.stop()
         self._quietly(self.clock.flush, "data_dir")
 
     def on_finished(self, listener: Callable[[Job], None]) -> None:

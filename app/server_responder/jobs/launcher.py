@@ -1,0 +1,447 @@
+"""Starts jobs' processes with posix_spawn from a small process of its own, never a fork of the whole service.
+
+The service starts one launcher (`Launcher.start`) and hands it, per job, over a control socket: the argv,
+environment, cwd, umask and user, with the job's descriptors (a socket of the job's own, the stdout and stderr
+pipes, the job cell's `cgroup.procs` files). The launcher joins the job's cgroups itself, so the child starts in
+them; it takes the job user as its real ids only (its effective ids stay privileged) and spawns with RESETIDS, so
+the child has the job user's ids from its exec on; then it goes back to its own ids and cgroups. It answers on the
+job's socket with the pid, and later with the exit status, then closes it.
+
+What the launcher is, every job inherits: no supplementary groups, no inheritable or ambient capabilities (so a
+job's exec leaves it none), no_new_privs. It is not dumpable and dies with the service.
+
+Between posix_spawn returning and the launcher taking back its real ids, a job may signal it. Whatever ends the
+launcher, the service starts another one, and each job it was running ends failed, saying so.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from server_responder.jobs import privileges
+
+LAUNCHER_ENDED = "the job's launcher ended"
+LAUNCHER_SILENT = "the job's launcher did not answer"
+# One request: argv and environment; the largest a single argument or variable may be is 128 KiB anyway.
+_REQUEST_MAX = 192 * 1024
+_FDS_MAX = 16
+# How long a job waits for its launcher to answer (the first one includes the launcher's own start).
+_ANSWER_SECONDS = 20.0
+_STOP_SECONDS = 5.0
+
+
+class LauncherEnded(RuntimeError):
+    """The launcher went away before it could say whether, or as what, the job's process started."""
+
+
+# ---- the service's side ----------------------------------------------------------------------------------------
+
+
+class Launcher:
+    """The service's handle on its launcher process: started once, replaced when it ends, stopped at stop."""
+
+    def __init__(self, homes: Sequence[Path]) -> None:
+        # The cgroups the launcher goes back to after placing each job (where the service itself is).
+        self.homes = [Path(home) for home in homes]
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
+        self._generation = 0
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None else None
+
+    def start(self) -> None:
+        """Start the launcher without waiting for it: the first job's request waits in its socket."""
+        with self._lock:
+            if self._process is None:
+                self._start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._discard(kill=False)
+
+    def spawn(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], umask: int | None,
+              uid: int | None, gid: int | None, stdout: int, stderr: int,
+              placement: Sequence[int]) -> LaunchedProcess:
+        """Start argv; an exec failure is raised as the OSError it was, a lost launcher as LauncherEnded."""
+        request = json.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd), "umask": umask,
+                              "uid": uid, "gid": gid}).encode()
+        if len(request) > _REQUEST_MAX:
+            raise OSError(errno.E2BIG, os.strerror(errno.E2BIG), argv[0])
+        channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            generation = self._send(request, [theirs.fileno(), stdout, stderr, *placement])
+        except BaseException:
+            channel.close()
+            raise
+        finally:
+            theirs.close()
+        channel.settimeout(_ANSWER_SECONDS)
+        try:
+            answer = channel.recv(4096)
+        except TimeoutError:
+            answer = None
+        except OSError:
+            answer = b""
+        if not answer:
+            channel.close()
+            self.lost(generation, kill=answer is None)
+            raise LauncherEnded(LAUNCHER_SILENT if answer is None else LAUNCHER_ENDED)
+        reply = json.loads(answer)
+        if "pid" not in reply:
+            channel.close()
+            raise OSError(reply["errno"], reply["error"], argv[0])
+        return LaunchedProcess(reply["pid"], channel, self, generation)
+
+    def lost(self, generation: int, kill: bool = False) -> None:
+        """A job found its launcher gone (or stuck): the next one is started now, unless that was done already."""
+        with self._lock:
+            if generation == self._generation and self._process is not None:
+                self._discard(kill=kill)
+                self._start()
+
+    def _send(self, request: bytes, descriptors: list[int]) -> int:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", descriptors))]
+        # Requests from many workers, one at a time: each is one message with its descriptors.
+        with self._lock:
+            for attempt in range(2):
+                if self._control is None:
+                    self._start()
+                try:
+                    self._control.sendmsg([request], rights, socket.MSG_NOSIGNAL)
+                    return self._generation
+                except TimeoutError:
+                    self._discard(kill=True)
+                    raise LauncherEnded(LAUNCHER_SILENT) from None
+                except OSError:
+                    # Ended before it read this request: nothing was started, so a new launcher may take it.
+                    self._discard(kill=True)
+            raise LauncherEnded(LAUNCHER_ENDED)
+
+    def _start(self) -> None:
+        control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # Started by the thread that asks: the launcher's death signal follows that thread, so only
+            # threads that live as long as the job service start it.
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()), *map(str, self.homes)],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/",
+                env=_launcher_environment())
+        except BaseException:
+            control.close()
+            raise
+        finally:
+            theirs.close()
+        control.settimeout(_ANSWER_SECONDS)
+        self._control = control
+        self._generation += 1
+
+    def _discard(self, kill: bool) -> None:
+        """Close the control socket (a launcher that reads its end exits) and reap the process."""
+        process, control = self._process, self._control
+        self._process = self._control = None
+        if control is not None:
+            control.close()
+        if process is None:
+            return
+        if kill:
+            process.kill()
+        try:
+            process.wait(_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _launcher_environment() -> dict[str, str]:
+    """Nothing of the service's secrets: only what finding the interpreter's modules may need."""
+    environment = {"PATH": os.defpath, "LANG": "C.UTF-8"}
+    if "PYTHONPATH" in os.environ:
+        environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return environment
+
+
+class LaunchedProcess:
+    """A job's first process as its launcher reports it: the same questions a Popen answers."""
+
+    def __init__(self, pid: int, channel: socket.socket, launcher: Launcher, generation: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.error: str | None = None
+        self._channel = channel
+        self._launcher = launcher
+        self._generation = generation
+        self._ended = False
+        channel.setblocking(False)
+
+    @property
+    def status_fd(self) -> int | None:
+        """Readable once the launcher has something to say: the exit status, or its own end."""
+        return self._channel.fileno() if self._channel.fileno() >= 0 else None
+
+    def poll(self) -> bool:
+        """Whether the process has ended, or its end can no longer be known."""
+        if self._ended:
+            return True
+        try:
+            answer = self._channel.recv(4096)
+        except BlockingIOError:
+            return False
+        except OSError:
+            answer = b""
+        self._end(answer)
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._ended:
+            return True
+        select.select([self._channel], [], [], timeout)
+        return self.poll()
+
+    def abandon(self, reason: str) -> None:
+        """The job's processes are gone but the launcher never said how the first ended: it is stuck."""
+        if not self._ended:
+            self._finish(reason)
+            self._launcher.lost(self._generation, kill=True)
+
+    def close(self) -> None:
+        if not self._ended:
+            self._finish(LAUNCHER_ENDED)
+        self._channel.close()
+
+    def _end(self, answer: bytes) -> None:
+        if answer:
+            self.returncode = json.loads(answer)["exit"]
+            self._finish(None)
+        else:
+            self._finish(LAUNCHER_ENDED)
+            self._launcher.lost(self._generation)
+
+    def _finish(self, error: str | None) -> None:
+        self._ended = True
+        self.error = error
+
+
+# ---- the launcher's side ---------------------------------------------------------------------------------------
+
+
+class _Server:
+    """The launcher's loop: requests on the control socket, children's ends through SIGCHLD."""
+
+    def __init__(self, control: socket.socket, homes: Sequence[str]) -> None:
+        self.control = control
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.homes: dict[int, int] = {}
+        for home in homes:
+            descriptor = os.open(Path(home) / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            hierarchy = os.fstat(descriptor).st_dev
+            if hierarchy in self.homes:
+                os.close(descriptor)  # controllers mounted together: one hierarchy, one way back
+            else:
+                self.homes[hierarchy] = descriptor
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.children: dict[int, socket.socket] = {}
+        # What the launcher ignores a job would inherit: back to the defaults, as for any process started fresh.
+        self.defaults = {signal.SIGPIPE, signal.SIGXFSZ} | {
+            number for number in signal.valid_signals() if signal.getsignal(number) == signal.SIG_IGN}
+
+    def run(self) -> None:
+        wakeup_read, wakeup_write = os.pipe()
+        os.set_blocking(wakeup_read, False)
+        os.set_blocking(wakeup_write, False)
+        signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda number, frame: None)
+        selector = selectors.DefaultSelector()
+        selector.register(self.control, selectors.EVENT_READ, "request")
+        selector.register(wakeup_read, selectors.EVENT_READ, "child")
+        while True:
+            for key, _ in selector.select():
+                if key.data == "child":
+                    _drain(wakeup_read)
+                    self.reap()
+                elif not self.take_request():
+                    return
+
+    def take_request(self) -> bool:
+        """Serve one request; False once the service has closed the control socket."""
+        try:
+            data, ancillary, flags, _ = self.control.recvmsg(
+                _REQUEST_MAX, socket.CMSG_SPACE(_FDS_MAX * 4), socket.MSG_CMSG_CLOEXEC)
+        except InterruptedError:
+            return True
+        descriptors = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                descriptors.frombytes(payload[:len(payload) - len(payload) % descriptors.itemsize])
+        if not data and not descriptors:
+            return False
+        if len(descriptors) < 3 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            for descriptor in descriptors:
+                os.close(descriptor)
+            return True
+        channel = socket.socket(fileno=descriptors[0])
+        try:
+            pid = self.spawn(json.loads(data), descriptors[1], descriptors[2], descriptors[3:])
+        except OSError as error:
+            _tell(channel, {"errno": error.errno or errno.EIO, "error": error.strerror or str(error)})
+            channel.close()
+        except Exception as error:
+            _tell(channel, {"errno": errno.EINVAL, "error": f"{type(error).__name__}: {error}"})
+            channel.close()
+        else:
+            self.children[pid] = channel
+            _tell(channel, {"pid": pid})
+        finally:
+            for descriptor in descriptors[1:]:
+                os.close(descriptor)
+        return True
+
+    def spawn(self, request: dict, stdout: int, stderr: int, placement: Sequence[int]) -> int:
+        argv, env = request["argv"], request["env"]
+        returns = [self._home_of(descriptor) for descriptor in placement]
+        joined: list[int] = []
+        try:
+            # In the job's cgroups before the child exists: it starts there, before any job code runs.
+            for descriptor, home in zip(placement, returns):
+                os.write(descriptor, b"0")
+                joined.append(home)
+            os.chdir(request["cwd"])
+            umask = request["umask"]
+            previous_umask = os.umask(umask) if umask is not None else None
+            switched = request["uid"] is not None
+            try:
+                if switched:
+                    # Real ids only: RESETIDS makes them the child's effective ids before its exec.
+                    os.setresgid(request["gid"], -1, -1)
+                    os.setresuid(request["uid"], -1, -1)
+                executable = _executable(argv[0], env)
+                return os.posix_spawn(
+                    executable, argv, env, resetids=True, setsid=True, setsigdef=self.defaults, setsigmask=(),
+                    file_actions=[(os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
+                                  (os.POSIX_SPAWN_DUP2, stderr, 2)])
+            finally:
+                if switched:
+                    self._take_back_ids()
+                if previous_umask is not None:
+                    os.umask(previous_umask)
+        finally:
+            os.chdir("/")
+            for home in joined:
+                os.write(home, b"0")
+
+    def _home_of(self, placement: int) -> int:
+        home = self.homes.get(os.fstat(placement).st_dev)
+        if home is None:
+            raise OSError(errno.EXDEV, "the launcher has no cgroup of its own in that hierarchy to come back to")
+        return home
+
+    def _take_back_ids(self) -> None:
+        try:
+            os.setresuid(self.uid, -1, -1)
+            os.setresgid(self.gid, -1, -1)
+        except OSError as error:
+            # Never serve another job as someone else.
+            _fatal(f"could not take back its own ids: {error}")
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            channel = self.children.pop(pid, None)
+            if channel is not None:
+                _tell(channel, {"exit": os.waitstatus_to_exitcode(status)})
+                channel.close()
+
+
+def _executable(name: str, env: Mapping[str, str]) -> str:
+    """argv[0] looked up in the job's own PATH, as the job user (access() checks the real ids)."""
+    if "/" in name:
+        return name
+    found_unusable = False
+    for directory in os.get_exec_path(dict(env)):
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            found_unusable = True
+    code = errno.EACCES if found_unusable else errno.ENOENT
+    raise OSError(code, os.strerror(code))
+
+
+def _tell(channel: socket.socket, message: dict) -> None:
+    try:
+        channel.send(json.dumps(message).encode(), socket.MSG_NOSIGNAL)
+    except OSError:
+        pass  # the job's side has gone: nobody is left to tell
+
+
+def _drain(descriptor: int) -> None:
+    try:
+        while os.read(descriptor, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _fatal(message: str) -> None:
+    sys.stderr.write(f"server-responder launcher: {message}\n")
+    sys.stderr.flush()
+    os._exit(70)
+
+
+def _become_launcher(parent: int) -> None:
+    """What every job inherits from the launcher, and what keeps the launcher itself out of their reach."""
+    if privileges.prctl(privileges.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+        _fatal("its service is gone")
+    if privileges.prctl(privileges.PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        _fatal("could not make itself non-dumpable")
+    if privileges.prctl(privileges.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        _fatal("could not set no_new_privs")
+    try:
+        privileges.keep_no_capabilities_across_exec()
+    except OSError as error:
+        _fatal(str(error))
+    try:
+        os.setgroups([])
+    except PermissionError:
+        pass  # an unprivileged service: its jobs keep its groups, as they would from the service itself
+    # It ends with the service (its death signal) or when the service closes the control socket, not on a
+    # terminal's or a stop's signals, which would fail the jobs it is running before the service interrupts them.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
+    os.chdir("/")
+
+
+def main(arguments: Sequence[str]) -> None:
+    control_fd, parent, *homes = arguments
+    _become_launcher(int(parent))
+    control = socket.socket(fileno=int(control_fd))
+    control.set_inheritable(False)
+    try:
+        server = _Server(control, homes)
+    except OSError as error:
+        _fatal(f"could not open its own cgroups: {error}")
+    server.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,200 @@
+"""The job launcher with real cgroups and real processes: who a job is, where it runs, what it inherits, and what
+happens when the launcher itself is gone."""
+
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from server_responder.jobs.containment import HostView, kill_only_cgroups
+from server_responder.jobs.launcher import LAUNCHER_ENDED, Launcher
+from server_responder.jobs.runner import JobUser, run_process
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="job cgroups and a job user need root")
+
+NO_CAPABILITIES = "0000000000000000"
+
+
+@pytest.fixture
+def strategy(tmp_path: Path):
+    settings = SimpleNamespace(data_dir=tmp_path / "data", job_memory_max=64 * 1024 * 1024, job_pids_max=64,
+                               job_cpu_weight=100)
+    found = kill_only_cgroups(settings, HostView())
+    if found is None:
+        pytest.skip("no writable cgroup2 hierarchy here")
+    found.start()
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    directory = tmp_path / "work"
+    directory.mkdir()
+    directory.chmod(0o777)
+    return directory
+
+
+def run(strategy, workspace: Path, argv, job_id: str = "job", env=None, **options):
+    options = {"timeout": 10, "output_limit": 1 << 20, "kill_grace": 1, **options}
+    cell = strategy.job(job_id)
+    try:
+        outcome = run_process(argv, cwd=workspace, env=env if env is not None else {"PATH": "/usr/bin:/bin"},
+                              run_as=options.pop("run_as", JobUser.named("nobody")), cell=cell, **options)
+        assert cell.empty()
+        return outcome
+    finally:
+        cell.remove()
+
+
+def status_fields(text: str) -> dict[str, str]:
+    return {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in text.splitlines() if ":" in line}
+
+
+def own_cgroups(pid: int | str = "self") -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def test_a_job_is_the_job_user_with_no_groups_no_capabilities_and_no_new_privileges(strategy, workspace):
+    nobody = JobUser.named("nobody")
+    outcome = run(strategy, workspace, ["cat", "/proc/self/status"])
+    assert outcome.exit_status == 0, outcome.stderr
+    fields = status_fields(outcome.stdout)
+    assert fields["Uid"].split() == [str(nobody.uid)] * 4
+    assert fields["Gid"].split() == [str(nobody.gid)] * 4
+    assert fields["Groups"] == ""
+    for capabilities in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert fields[capabilities] == NO_CAPABILITIES, capabilities
+    assert fields["NoNewPrivs"] == "1"
+
+
+def test_a_job_starts_in_its_cgroups_and_the_launcher_goes_back_to_its_own(strategy, workspace):
+    # The job's first process reads its own cgroups: it was placed before its exec, by no one after it.
+    outcome = run(strategy, workspace, ["cat", "/proc/self/cgroup"], job_id="placed")
+    assert outcome.exit_status == 0, outcome.stderr
+    joined = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in outcome.stdout.splitlines()}
+    tag = strategy.parent.name
+    assert joined[""].endswith(f"/{tag}/placed")
+    assert joined["memory"].endswith(f"/{tag}/placed") and joined["pids"].endswith(f"/{tag}/placed")
+    assert own_cgroups(strategy.launcher.pid) == own_cgroups()
+
+
+def test_the_launcher_keeps_nothing_a_job_could_inherit(strategy, workspace):
+    run(strategy, workspace, ["true"])  # the launcher is up and has served a job
+    fields = status_fields(Path(f"/proc/{strategy.launcher.pid}/status").read_text())
+    assert fields["Groups"] == "" and fields["NoNewPrivs"] == "1"
+    assert fields["CapInh"] == NO_CAPABILITIES and fields["CapAmb"] == NO_CAPABILITIES
+    assert fields["Uid"].split() == ["0"] * 4
+    environment = Path(f"/proc/{strategy.launcher.pid}/environ").read_bytes().split(b"\0")
+    assert not [entry for entry in environment if entry.startswith(b"SERVER_RESPONDER")]
+
+
+@pytest.mark.parametrize(("script", "exit_status", "signal"), [
+    ("exit 0", 0, None), ("exit 7", 7, None), ("kill -TERM $$", None, "SIGTERM"), ("kill -KILL $$", None, "SIGKILL"),
+    ("kill -SEGV $$", None, "SIGSEGV"),
+])
+def test_exit_statuses_and_signals_are_reported(strategy, workspace, script, exit_status, signal):
+    outcome = run(strategy, workspace, ["sh", "-c", script])
+    assert (outcome.exit_status, outcome.signal, outcome.error) == (exit_status, signal, None)
+
+
+def test_an_exec_failure_is_the_error_it_was(strategy, workspace):
+    with pytest.raises(FileNotFoundError) as missing:
+        run(strategy, workspace, ["no-such-program-anywhere"])
+    assert missing.value.errno == errno.ENOENT and missing.value.filename == "no-such-program-anywhere"
+    script = workspace / "private.sh"
+    script.write_text("#!/bin/sh\necho never\n")
+    script.chmod(0o700)  # root's alone: the job user may not run it
+    with pytest.raises(PermissionError):
+        run(strategy, workspace, [str(script)])
+    assert run(strategy, workspace, ["sh", "-c", "echo after"]).stdout == "after\n"
+
+
+def test_the_environment_is_exactly_the_one_given(strategy, workspace, monkeypatch):
+    monkeypatch.setenv("SERVER_RESPONDER_API_KEY", "leak")
+    outcome = run(strategy, workspace, ["/usr/bin/env"], env={"A": "1", "B": "two words", "C": ""})
+    assert outcome.stdout == "A=1\nB=two words\nC=\n"
+
+
+def test_the_program_is_found_in_the_jobs_own_path(strategy, workspace):
+    tools = workspace / "tools"
+    tools.mkdir(mode=0o755)
+    (tools / "greet").write_text("#!/bin/sh\necho hello from tools\n")
+    (tools / "greet").chmod(0o755)
+    outcome = run(strategy, workspace, ["greet"], env={"PATH": f"/nonexistent:{tools}:/usr/bin:/bin"})
+    assert outcome.stdout == "hello from tools\n"
+
+
+def test_only_stdin_stdout_and_stderr_are_open_in_a_job(strategy, workspace):
+    # Another job running at the same time: its descriptors in the launcher must not reach this one either.
+    other = threading.Thread(target=run, args=(strategy, workspace, ["sleep", "2"], "other"))
+    other.start()
+    try:
+        outcome = run(strategy, workspace, ["sh", "-c", "ls /proc/$$/fd; readlink /proc/$$/fd/0"], job_id="fds")
+    finally:
+        other.join()
+    assert outcome.exit_status == 0, outcome.stderr
+    *descriptors, stdin = outcome.stdout.split()
+    assert descriptors == ["0", "1", "2"] and stdin == "/dev/null"
+
+
+def test_the_umask_and_cwd_are_the_jobs(strategy, workspace):
+    outcome = run(strategy, workspace, ["sh", "-c", "umask; pwd"])
+    assert outcome.stdout.split() == ["0007", str(workspace)]
+
+
+def wait_until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_job_whose_launcher_dies_fails_saying_so_and_the_next_job_runs(strategy, workspace):
+    launcher = strategy.launcher
+    marker = workspace / "started"
+    started: list[int] = []
+    outcomes = []
+    cell = strategy.job("orphaned")
+
+    def job() -> None:
+        outcomes.append(run_process(["sh", "-c", f"touch {marker}; sleep 60"], cwd=workspace, env={"PATH": "/bin"},
+                                    timeout=60, output_limit=1024, kill_grace=1, run_as=JobUser.named("nobody"),
+                                    cell=cell, on_started=started.append))
+
+    runner = threading.Thread(target=job)
+    runner.start()
+    wait_until(marker.exists)
+    first = launcher.pid
+    os.kill(first, 9)
+    runner.join(20)
+    assert not runner.is_alive()
+    outcome, = outcomes
+    assert outcome.error == LAUNCHER_ENDED
+    assert outcome.exit_status is None and not outcome.timed_out
+    assert cell.empty()  # the job's processes went with it
+    cell.remove()
+    assert launcher.pid not in (None, first)
+    assert run(strategy, workspace, ["sh", "-c", "echo next"]).stdout == "next\n"
+
+
+def test_a_launcher_gone_between_jobs_is_replaced_for_the_next_one(strategy, workspace):
+    run(strategy, workspace, ["true"])
+    first = strategy.launcher.pid
+    os.kill(first, 9)
+    wait_until(lambda: Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+    assert run(strategy, workspace, ["sh", "-c", "echo replaced"]).stdout == "replaced\n"
+    assert strategy.launcher.pid != first
+
+
+def test_a_stopped_launcher_is_gone_and_starts_again_with_the_next_job(strategy, workspace):
+    launcher: Launcher = strategy.launcher
+    run(strategy, workspace, ["true"])
+    first = launcher.pid
+    launcher.stop()
+    assert launcher.pid is None and not Path(f"/proc/{first}").exists()
+    assert run(strategy, workspace, ["sh", "-c", "echo again"]).stdout == "again\n"
