@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 COPY_CHUNK_BYTES = 1024 * 1024
+
+
+# Temporary names unique in this process without asking the random module: a counter beside the pid.
+_TEMPORARY_NUMBERS = itertools.count()
 
 
 def write_atomically(path: Path, body: bytes, mode: int = 0o640, durable: bool = False) -> None:
@@ -23,20 +28,29 @@ def stream_atomically(path: Path, source: BinaryIO, *, head: bytes = b"", mode: 
                       durable: bool = False) -> int:
     """Like `write_atomically`, with `head` then everything `source` reads, a chunk at a time: the bytes
     copied from `source`."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    temporary = f"{path.parent}/.tmp-{os.getpid()}-{next(_TEMPORARY_NUMBERS)}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     copied = 0
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(head)
+        try:
+            _write_all(descriptor, head)
             while chunk := source.read(COPY_CHUNK_BYTES):
-                handle.write(chunk)
+                _write_all(descriptor, chunk)
                 copied += len(chunk)
+            os.fchmod(descriptor, mode)
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         raise
     return copied
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]

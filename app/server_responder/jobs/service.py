@@ -461,13 +461,18 @@ class JobService:
     def _make_workspace(self, job_id: str) -> Path:
         workspace = self.settings.work_dir / job_id
         for directory in (workspace, workspace / "artifacts", workspace / "tmp"):
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                directory.mkdir(parents=True, mode=0o700)
             if self.run_as:
-                # Shared with the job user's group; new files keep the group (setgid) so the service can read them.
-                os.chown(directory, -1, self.run_as.gid)
-                directory.chmod(0o2770)
-            else:
-                directory.chmod(0o700)
+                # Shared with the job user's group; new files and directories below keep the group (setgid),
+                # so the service can read them.
+                if directory == workspace:
+                    os.chown(directory, -1, self.run_as.gid)
+                os.chmod(directory, 0o2770)
         return workspace
 
     def _remove_workspace(self, workspace: Path) -> None:
