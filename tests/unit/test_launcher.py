@@ -198,3 +198,39 @@ def test_a_stopped_launcher_is_gone_and_starts_again_with_the_next_job(strategy,
     launcher.stop()
     assert launcher.pid is None and not Path(f"/proc/{first}").exists()
     assert run(strategy, workspace, ["sh", "-c", "echo again"]).stdout == "again\n"
+
+
+def test_the_next_jobs_cgroups_are_made_ahead_with_its_limits_and_take_its_name(strategy, workspace):
+    run(strategy, workspace, ["true"])  # its end prepares the next job's cgroups
+    for parent in strategy.v1_parents.values():
+        assert [child.name for child in parent.iterdir() if child.is_dir()] == ["prepared-1"]
+    memory, pids = strategy.v1_parents["memory"] / "next", strategy.v1_parents["pids"] / "next"
+    outcome = run(strategy, workspace, ["sh", "-c", f"cat {memory}/memory.limit_in_bytes {pids}/pids.max "
+                                                    "/proc/self/cgroup"], job_id="next")
+    assert outcome.exit_status == 0, outcome.stderr
+    memory_limit, pids_limit, *cgroups = outcome.stdout.splitlines()
+    assert (int(memory_limit), int(pids_limit)) == (64 * 1024 * 1024, 64)
+    joined = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in cgroups}
+    tag = strategy.parent.name
+    assert all(joined[name].endswith(f"/{tag}/next") for name in ("", "memory", "pids"))
+    for parent in strategy.v1_parents.values():
+        assert [child.name for child in parent.iterdir() if child.is_dir()] == ["prepared-2"]
+
+
+def test_recovery_removes_prepared_cgroups_as_no_jobs_and_the_next_job_makes_its_own(strategy, workspace):
+    run(strategy, workspace, ["true"])
+    assert strategy.recover() == []
+    for parent in (strategy.parent, *strategy.v1_parents.values()):
+        assert not [child for child in parent.iterdir() if child.is_dir()]
+    outcome = run(strategy, workspace, ["sh", "-c", f"cat {strategy.v1_parents['pids']}/own/pids.max"], job_id="own")
+    assert outcome.stdout == "64\n"
+
+
+@pytest.mark.parametrize(("argv", "env"), [(["echo", "a\0b"], {"PATH": "/bin"}), (["true"], {"A": "x\0y"}),
+                                           (["true"], {"A\0B": "x"})])
+def test_an_argument_or_variable_holding_a_nul_is_refused_and_the_launcher_serves_on(strategy, workspace, argv,
+                                                                                        env):
+    with pytest.raises(OSError) as refused:
+        run(strategy, workspace, argv, env=env)
+    assert refused.value.errno == errno.EINVAL
+    assert run(strategy, workspace, ["sh", "-c", "echo still"]).stdout == "still\n"

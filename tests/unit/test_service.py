@@ -301,3 +301,46 @@ def test_a_cancelled_queued_job_is_never_seen_final_before_its_result_is_stored(
     finally:
         release.set()
         responder.stop()
+
+
+def test_a_jobs_processes_are_gone_before_it_is_final_and_its_cell_is_removed_after(tmp_path):
+    responder = make(tmp_path)
+    seen: dict[str, object] = {}
+    containment = responder.jobs.containment
+    make_cell = containment.job
+
+    class Watched:
+        """The job's real cell, telling what the job's record said when it was ended and when removed."""
+
+        def __init__(self, cell) -> None:
+            self.cell = cell
+
+        def __getattr__(self, name):
+            return getattr(self.cell, name)
+
+        def end(self) -> None:
+            self.cell.end()
+            seen["ended_empty"] = self.cell.empty()
+            seen["ended_while"] = responder.jobs.get(self.job_id).status
+
+        def remove(self) -> None:
+            seen["removed_while"] = responder.jobs.get(self.job_id).status
+            self.cell.remove()
+
+    def job(job_id: str):
+        watched = Watched(make_cell(job_id))
+        watched.job_id = job_id
+        return watched
+
+    containment.job = job
+    responder.start()
+    try:
+        submitted = responder.jobs.submit("script", script("import subprocess; subprocess.Popen(['sleep', '60'])"))
+        assert responder.jobs.wait(submitted.id, 10).status == "succeeded"
+        deadline = time.monotonic() + 10
+        while "removed_while" not in seen:
+            assert time.monotonic() < deadline, "the job's cell was never removed"
+            time.sleep(0.01)
+    finally:
+        responder.stop()
+    assert seen == {"ended_empty": True, "ended_while": RUNNING, "removed_while": "succeeded"}

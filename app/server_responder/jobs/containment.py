@@ -34,6 +34,9 @@ _V1_LIMIT_CONTROLLERS = ("memory", "pids")
 # How long a killed cgroup may take to empty before it is left for the next start to remove.
 _EMPTY_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.02
+# Job cgroups made ahead of the jobs that will use them: at most this many wait at a time.
+_PREPARED_MAX = 2
+_PREPARED_PREFIX = "prepared-"
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,13 @@ class JobCell(Protocol):
 
     def empty(self) -> bool: ...
 
+    def end(self) -> None:
+        """Kill whatever is left and wait (a bounded time) until nothing is: before the job is final."""
+
     def stats(self) -> JobStats: ...
 
-    def remove(self) -> None: ...
+    def remove(self) -> None:
+        """What held the job goes (ending whatever is left first); may come after the job is final."""
 
 
 class Containment(Protocol):
@@ -216,16 +223,29 @@ def data_dir_tag(data_dir: Path) -> str:
 # ---- cgroup files ------------------------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> str:
+def _read(path: Path | str) -> str:
+    # Plain system calls: cgroup files are read several times per job, and buffered text files cost twice as much.
     try:
-        return path.read_text()
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        chunks = []
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(descriptor)
 
 
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(value)
+def _write(path: Path | str, value: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(descriptor, value.encode())
+    finally:
+        os.close(descriptor)
 
 
 def _keyed(text: str) -> dict[str, str]:
@@ -293,20 +313,27 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-@dataclass
 class CgroupCell:
     """A job's cgroup2 directory (for kill and emptiness) and any v1 directories that carry its limits."""
 
-    unified: Path
-    v1: dict[str, Path] = field(default_factory=dict)
-    launcher: Launcher | None = None
+    def __init__(self, unified: Path, v1: dict[str, Path] | None = None, launcher: Launcher | None = None,
+                 on_removed: Callable[[], None] | None = None) -> None:
+        self.unified = unified
+        self.v1 = v1 or {}
+        self.launcher = launcher
+        self._on_removed = on_removed
+        self._started = False
+        # Only the service puts processes in a job's cgroup: once its first process has started and the cgroup has
+        # been seen empty, it stays empty, and is not read again.
+        self._emptied = False
+        self._removed = False
 
     def placement(self) -> list[int]:
         directories = [self.unified, *self.v1.values()]
         return [os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for directory in directories]
 
     def started(self, pid: int) -> None:
-        pass
+        self._started = True
 
     def watch(self) -> None:
         pass
@@ -316,10 +343,20 @@ class CgroupCell:
             _signal(pid, signum)
 
     def kill_all(self) -> None:
-        _kill_cgroup2(self.unified)
+        if not self._emptied:
+            _kill_cgroup2(self.unified)
 
     def empty(self) -> bool:
-        return not _populated(self.unified)
+        if self._emptied:
+            return True
+        empty = not _populated(self.unified)
+        self._emptied = empty and self._started
+        return empty
+
+    def end(self) -> None:
+        if not self.empty():
+            self.kill_all()
+            _wait_until_empty([self.unified])
 
     def stats(self) -> JobStats:
         memory = self.v1.get("memory")
@@ -330,12 +367,16 @@ class CgroupCell:
         return JobStats(events.get("oom_kill", "0") not in ("", "0"), _number(_read(self.unified / "memory.peak")))
 
     def remove(self) -> None:
-        if not self.empty():
-            self.kill_all()
-        _wait_until_empty([self.unified])
-        # The v1 groups empty with the cgroup2 one: they hold the same processes.
-        _wait_until_empty(self.v1.values())
+        if self._removed:
+            return
+        self._removed = True
+        self.end()
+        if not self._emptied:
+            # The v1 groups empty with the cgroup2 one (they hold the same processes): seen empty, that is known.
+            _wait_until_empty(self.v1.values())
         _remove_dirs([self.unified, *self.v1.values()])
+        if self._on_removed is not None:
+            self._on_removed()
 
 
 def _recover_cgroups(parent: Path, v1_parents: Iterable[Path] = ()) -> list[str]:
@@ -353,7 +394,8 @@ def _recover_cgroups(parent: Path, v1_parents: Iterable[Path] = ()) -> list[str]
         _wait_until_empty(v1_parent / child for child in leftovers)
         _remove_dirs(v1_parent / child for child in leftovers)
         found.extend(child for child in leftovers if child not in found)
-    return found
+    # Directories prepared for jobs that never started are removed, but they were no job's.
+    return [name for name in found if not name.startswith(_PREPARED_PREFIX)]
 
 
 def _children(directory: Path) -> list[str]:
@@ -449,12 +491,20 @@ def delegated_cgroups(settings: Any, view: HostView) -> DelegatedCgroups | None:
 
 @dataclass
 class KillOnlyCgroups:
-    """`<own>/server-responder-<tag>/<job id>` for kill; `<v1 own>/server-responder-<tag>/<job id>` for limits."""
+    """`<own>/server-responder-<tag>/<job id>` for kill; `<v1 own>/server-responder-<tag>/<job id>` for limits.
+
+    The v1 directories, with their limits, are made ahead of a job (`prepared-<n>`, after a job's end rather
+    than before the next one's start) and renamed to the job's id when it starts; cgroup2 cannot rename, so
+    that one is made per job."""
 
     parent: Path
     v1_parents: dict[str, Path]
     limits: Limits
     launcher: Launcher | None = None
+    _prepared: list[dict[str, Path]] = field(default_factory=list, init=False, repr=False)
+    _prepared_count: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _memsw: bool | None = field(default=None, init=False, repr=False)
 
     @property
     def kind(self) -> str:
@@ -465,21 +515,66 @@ class KillOnlyCgroups:
 
     def job(self, job_id: str) -> JobCell:
         unified = _make_job_dir(self.parent / job_id)
+        v1 = self._take_prepared(job_id)
+        if v1 is None:
+            v1 = self._make_v1(job_id)
+        return CgroupCell(unified, v1, self.launcher, self._refill)
+
+    def _make_v1(self, name: str) -> dict[str, Path]:
         limits = self.limits_in_force()
         v1: dict[str, Path] = {}
         if "memory_max" in limits:
-            memory = v1["memory"] = _make_job_dir(self.v1_parents["memory"] / job_id)
+            memory = v1["memory"] = _make_job_dir(self.v1_parents["memory"] / name)
             _write(memory / "memory.limit_in_bytes", str(limits["memory_max"]))
-            if (memory / "memory.memsw.limit_in_bytes").exists():
+            if self._memsw is None:
+                self._memsw = (memory / "memory.memsw.limit_in_bytes").exists()
+            if self._memsw:
                 _write(memory / "memory.memsw.limit_in_bytes", str(limits["memory_max"]))
         elif "memory" in self.v1_parents:
-            v1["memory"] = _make_job_dir(self.v1_parents["memory"] / job_id)  # peak memory still measured
+            v1["memory"] = _make_job_dir(self.v1_parents["memory"] / name)  # peak memory still measured
         if "pids_max" in limits:
-            pids = v1["pids"] = _make_job_dir(self.v1_parents["pids"] / job_id)
+            pids = v1["pids"] = _make_job_dir(self.v1_parents["pids"] / name)
             _write(pids / "pids.max", str(limits["pids_max"]))
-        return CgroupCell(unified, v1, self.launcher)
+        return v1
+
+    def _take_prepared(self, job_id: str) -> dict[str, Path] | None:
+        with self._lock:
+            if not self._prepared:
+                return None
+            prepared = self._prepared.pop()
+        renamed: dict[str, Path] = {}
+        try:
+            for controller, directory in prepared.items():
+                target = directory.parent / job_id
+                os.rename(directory, target)
+                renamed[controller] = target
+        except OSError:
+            _remove_dirs([*renamed.values(), *(directory for controller, directory in prepared.items()
+                                               if controller not in renamed)])
+            return None
+        return renamed
+
+    def _refill(self) -> None:
+        """After a job's cgroups are gone: the next job's v1 directories, made now rather than when it starts."""
+        if not self.v1_parents:
+            return
+        with self._lock:
+            if len(self._prepared) >= _PREPARED_MAX:
+                return
+            self._prepared_count += 1
+            name = f"{_PREPARED_PREFIX}{self._prepared_count}"
+        try:
+            prepared = self._make_v1(name)
+        except OSError as error:
+            _remove_dirs(directory / name for directory in self.v1_parents.values())
+            log.warning("job cgroup not prepared", extra={"event": "containment.prepare_error", "error": str(error)})
+            return
+        with self._lock:
+            self._prepared.append(prepared)
 
     def recover(self) -> list[str]:
+        with self._lock:
+            self._prepared.clear()
         return _recover_cgroups(self.parent, self.v1_parents.values())
 
     def start(self) -> None:
@@ -589,6 +684,7 @@ class ProcessTreeCell:
         self.members: dict[int, int] = {}
         self._lock = threading.Lock()
         self._watched_at = 0.0
+        self._removed = False
 
     def placement(self) -> list[int]:
         return []
@@ -670,7 +766,14 @@ class ProcessTreeCell:
     def stats(self) -> JobStats:
         return JobStats()
 
+    def end(self) -> None:
+        # All of it before the job is final: the service ends orphans once no job is left.
+        self.remove()
+
     def remove(self) -> None:
+        if self._removed:
+            return
+        self._removed = True
         if not self.empty():
             self.kill_all()
         self._living()

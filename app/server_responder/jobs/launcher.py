@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import array
 import errno
-import json
 import os
 import select
-import selectors
 import signal
 import socket
 import subprocess
@@ -36,6 +34,7 @@ LAUNCHER_ENDED = "the job's launcher ended"
 LAUNCHER_SILENT = "the job's launcher did not answer"
 # One request: argv and environment; the largest a single argument or variable may be is 128 KiB anyway.
 _REQUEST_MAX = 192 * 1024
+_ANSWER_MAX = 4096
 _FDS_MAX = 16
 # How long a job waits for its launcher to answer (the first one includes the launcher's own start).
 _ANSWER_SECONDS = 20.0
@@ -79,8 +78,7 @@ class Launcher:
               uid: int | None, gid: int | None, stdout: int, stderr: int,
               placement: Sequence[int]) -> LaunchedProcess:
         """Start argv; an exec failure is raised as the OSError it was, a lost launcher as LauncherEnded."""
-        request = json.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd), "umask": umask,
-                              "uid": uid, "gid": gid}).encode()
+        request = encode_request(argv, env, cwd, umask, uid, gid)
         if len(request) > _REQUEST_MAX:
             raise OSError(errno.E2BIG, os.strerror(errno.E2BIG), argv[0])
         channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -91,22 +89,21 @@ class Launcher:
             raise
         finally:
             theirs.close()
-        channel.settimeout(_ANSWER_SECONDS)
+        channel.setblocking(False)  # for good: the job's end is polled for on it too
         try:
-            answer = channel.recv(4096)
-        except TimeoutError:
-            answer = None
+            answer = channel.recv(_ANSWER_MAX) if _readable(channel, _ANSWER_SECONDS) else None
         except OSError:
             answer = b""
         if not answer:
             channel.close()
             self.lost(generation, kill=answer is None)
             raise LauncherEnded(LAUNCHER_SILENT if answer is None else LAUNCHER_ENDED)
-        reply = json.loads(answer)
-        if "pid" not in reply:
+        kind, _, value = answer.partition(b" ")
+        if kind != b"pid":
             channel.close()
-            raise OSError(reply["errno"], reply["error"], argv[0])
-        return LaunchedProcess(reply["pid"], channel, self, generation)
+            code, _, message = value.partition(b" ")
+            raise OSError(int(code), message.decode(errors="replace"), argv[0])
+        return LaunchedProcess(int(value), channel, self, generation)
 
     def lost(self, generation: int, kill: bool = False) -> None:
         """A job found its launcher gone (or stuck): the next one is started now, unless that was done already."""
@@ -176,6 +173,49 @@ def _launcher_environment() -> dict[str, str]:
     return environment
 
 
+def _readable(channel: socket.socket, timeout: float | None) -> bool:
+    poller = select.poll()
+    poller.register(channel, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
+# ---- the messages ------------------------------------------------------------------------------------------------
+# A request is NUL-separated fields (none of them can hold a NUL: exec would refuse it): cwd, umask, uid, gid
+# (empty for none), the counts of arguments and variables, the arguments, then each variable's name and value.
+# Answers are `pid <pid>`, `error <errno> <text>` and `exit <status as Popen's returncode>`.
+
+
+def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str, umask: int | None,
+                   uid: int | None, gid: int | None) -> bytes:
+    fields = [str(cwd), _optional(umask), _optional(uid), _optional(gid), str(len(argv)), str(len(env)), *argv]
+    for name, value in env.items():
+        fields.append(name)
+        fields.append(value)
+    try:
+        return "\0".join(fields).encode(errors="surrogateescape")
+    except (TypeError, UnicodeError) as error:
+        raise OSError(errno.EINVAL, f"{type(error).__name__}: {error}", argv[0] if argv else None) from None
+
+
+def decode_request(data: bytes | memoryview) -> tuple[str, int | None, int | None, int | None, list[str],
+                                                       dict[str, str]]:
+    fields = str(data, "utf-8", "surrogateescape").split("\0")
+    cwd, umask, uid, gid, argc, envc = fields[:6]
+    start, count = 6 + int(argc), int(envc)
+    if len(fields) != start + 2 * count:
+        raise ValueError("embedded null byte")
+    return (cwd, _number(umask), _number(uid), _number(gid), fields[6:start],
+            dict(zip(fields[start::2], fields[start + 1::2])))
+
+
+def _optional(number: int | None) -> str:
+    return "" if number is None else str(number)
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text else None
+
+
 class LaunchedProcess:
     """A job's first process as its launcher reports it: the same questions a Popen answers."""
 
@@ -183,11 +223,10 @@ class LaunchedProcess:
         self.pid = pid
         self.returncode: int | None = None
         self.error: str | None = None
-        self._channel = channel
+        self._channel = channel  # non-blocking
         self._launcher = launcher
         self._generation = generation
         self._ended = False
-        channel.setblocking(False)
 
     @property
     def status_fd(self) -> int | None:
@@ -199,7 +238,7 @@ class LaunchedProcess:
         if self._ended:
             return True
         try:
-            answer = self._channel.recv(4096)
+            answer = self._channel.recv(_ANSWER_MAX)
         except BlockingIOError:
             return False
         except OSError:
@@ -210,7 +249,7 @@ class LaunchedProcess:
     def wait(self, timeout: float | None = None) -> bool:
         if self._ended:
             return True
-        select.select([self._channel], [], [], timeout)
+        _readable(self._channel, timeout)
         return self.poll()
 
     def abandon(self, reason: str) -> None:
@@ -225,8 +264,9 @@ class LaunchedProcess:
         self._channel.close()
 
     def _end(self, answer: bytes) -> None:
-        if answer:
-            self.returncode = json.loads(answer)["exit"]
+        kind, _, value = answer.partition(b" ")
+        if kind == b"exit":
+            self.returncode = int(value)
             self._finish(None)
         else:
             self._finish(LAUNCHER_ENDED)
@@ -255,10 +295,19 @@ class _Server:
             else:
                 self.homes[hierarchy] = descriptor
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        self.children: dict[int, socket.socket] = {}
+        # Each job's channel descriptor, by the pid of its first process.
+        self.children: dict[int, int] = {}
         # What the launcher ignores a job would inherit: back to the defaults, as for any process started fresh.
         self.defaults = {signal.SIGPIPE, signal.SIGXFSZ} | {
             number for number in signal.valid_signals() if signal.getsignal(number) == signal.SIG_IGN}
+        # The service's umask, for jobs that ask for none; the launcher makes no files, so it keeps the last one.
+        self.own_umask = os.umask(0o077)
+        self.umask = self.own_umask
+        os.umask(self.umask)
+        # One buffer for every request, rather than a new one each time.
+        self.buffer = bytearray(_REQUEST_MAX)
+        self.view = memoryview(self.buffer)
+        self.ancillary_size = socket.CMSG_SPACE(_FDS_MAX * 4)
 
     def run(self) -> None:
         wakeup_read, wakeup_write = os.pipe()
@@ -266,12 +315,12 @@ class _Server:
         os.set_blocking(wakeup_write, False)
         signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda number, frame: None)
-        selector = selectors.DefaultSelector()
-        selector.register(self.control, selectors.EVENT_READ, "request")
-        selector.register(wakeup_read, selectors.EVENT_READ, "child")
+        poller = select.poll()
+        poller.register(self.control, select.POLLIN)
+        poller.register(wakeup_read, select.POLLIN)
         while True:
-            for key, _ in selector.select():
-                if key.data == "child":
+            for descriptor, _ in poller.poll():
+                if descriptor == wakeup_read:
                     _drain(wakeup_read)
                     self.reap()
                 elif not self.take_request():
@@ -280,39 +329,39 @@ class _Server:
     def take_request(self) -> bool:
         """Serve one request; False once the service has closed the control socket."""
         try:
-            data, ancillary, flags, _ = self.control.recvmsg(
-                _REQUEST_MAX, socket.CMSG_SPACE(_FDS_MAX * 4), socket.MSG_CMSG_CLOEXEC)
+            size, ancillary, flags, _ = self.control.recvmsg_into(
+                [self.buffer], self.ancillary_size, socket.MSG_CMSG_CLOEXEC)
         except InterruptedError:
             return True
         descriptors = array.array("i")
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 descriptors.frombytes(payload[:len(payload) - len(payload) % descriptors.itemsize])
-        if not data and not descriptors:
+        if not size and not descriptors:
             return False
         if len(descriptors) < 3 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             for descriptor in descriptors:
                 os.close(descriptor)
             return True
-        channel = socket.socket(fileno=descriptors[0])
+        channel = descriptors[0]
         try:
-            pid = self.spawn(json.loads(data), descriptors[1], descriptors[2], descriptors[3:])
+            pid = self.spawn(decode_request(self.view[:size]), descriptors[1], descriptors[2], descriptors[3:])
         except OSError as error:
-            _tell(channel, {"errno": error.errno or errno.EIO, "error": error.strerror or str(error)})
-            channel.close()
+            _tell(channel, b"error %d %s" % (error.errno or errno.EIO, _text(error.strerror or str(error))))
+            os.close(channel)
         except Exception as error:
-            _tell(channel, {"errno": errno.EINVAL, "error": f"{type(error).__name__}: {error}"})
-            channel.close()
+            _tell(channel, b"error %d %s" % (errno.EINVAL, _text(f"{type(error).__name__}: {error}")))
+            os.close(channel)
         else:
             self.children[pid] = channel
-            _tell(channel, {"pid": pid})
+            _tell(channel, b"pid %d" % pid)
         finally:
             for descriptor in descriptors[1:]:
                 os.close(descriptor)
         return True
 
-    def spawn(self, request: dict, stdout: int, stderr: int, placement: Sequence[int]) -> int:
-        argv, env = request["argv"], request["env"]
+    def spawn(self, request: tuple, stdout: int, stderr: int, placement: Sequence[int]) -> int:
+        cwd, umask, uid, gid, argv, env = request
         returns = [self._home_of(descriptor) for descriptor in placement]
         joined: list[int] = []
         try:
@@ -320,15 +369,17 @@ class _Server:
             for descriptor, home in zip(placement, returns):
                 os.write(descriptor, b"0")
                 joined.append(home)
-            os.chdir(request["cwd"])
-            umask = request["umask"]
-            previous_umask = os.umask(umask) if umask is not None else None
-            switched = request["uid"] is not None
+            os.chdir(cwd)
+            wanted = umask if umask is not None else self.own_umask
+            if wanted != self.umask:
+                os.umask(wanted)
+                self.umask = wanted
+            switched = uid is not None
             try:
                 if switched:
                     # Real ids only: RESETIDS makes them the child's effective ids before its exec.
-                    os.setresgid(request["gid"], -1, -1)
-                    os.setresuid(request["uid"], -1, -1)
+                    os.setresgid(gid, -1, -1)
+                    os.setresuid(uid, -1, -1)
                 executable = _executable(argv[0], env)
                 return os.posix_spawn(
                     executable, argv, env, resetids=True, setsid=True, setsigdef=self.defaults, setsigmask=(),
@@ -337,8 +388,6 @@ class _Server:
             finally:
                 if switched:
                     self._take_back_ids()
-                if previous_umask is not None:
-                    os.umask(previous_umask)
         finally:
             os.chdir("/")
             for home in joined:
@@ -368,8 +417,8 @@ class _Server:
                 return
             channel = self.children.pop(pid, None)
             if channel is not None:
-                _tell(channel, {"exit": os.waitstatus_to_exitcode(status)})
-                channel.close()
+                _tell(channel, b"exit %d" % os.waitstatus_to_exitcode(status))
+                os.close(channel)
 
 
 def _executable(name: str, env: Mapping[str, str]) -> str:
@@ -377,8 +426,8 @@ def _executable(name: str, env: Mapping[str, str]) -> str:
     if "/" in name:
         return name
     found_unusable = False
-    for directory in os.get_exec_path(dict(env)):
-        candidate = os.path.join(directory, name)
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = f"{directory}/{name}" if directory else name
         if os.path.isfile(candidate):
             if os.access(candidate, os.X_OK):
                 return candidate
@@ -387,9 +436,13 @@ def _executable(name: str, env: Mapping[str, str]) -> str:
     raise OSError(code, os.strerror(code))
 
 
-def _tell(channel: socket.socket, message: dict) -> None:
+def _text(message: str) -> bytes:
+    return message.encode(errors="backslashreplace")
+
+
+def _tell(channel: int, message: bytes) -> None:
     try:
-        channel.send(json.dumps(message).encode(), socket.MSG_NOSIGNAL)
+        os.write(channel, message)  # SIGPIPE is ignored here: a job side that has gone is an EPIPE
     except OSError:
         pass  # the job's side has gone: nobody is left to tell
 
@@ -428,6 +481,7 @@ def _become_launcher(parent: int) -> None:
     # terminal's or a stop's signals, which would fail the jobs it is running before the service interrupts them.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a job's side gone is an error on a write, not the launcher's end
     os.chdir("/")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import selectors
+import select
 import signal
 import stat
 import subprocess
@@ -26,6 +26,7 @@ SHARED_WORK_ROOT = Path("/var/tmp/server-responder")
 # How long output may still arrive after the job's own process has exited.
 _LATE_OUTPUT_SECONDS = 1.0
 _POLL_SECONDS = 0.05
+_POLL_MILLISECONDS = int(_POLL_SECONDS * 1000)
 _EMPTY_POLL_SECONDS = 0.005
 # How long processes may take to go once killed before the run stops waiting for them.
 _SETTLE_SECONDS = 5.0
@@ -270,11 +271,15 @@ def run_process(
     if on_started:
         on_started(process.pid)
     capture = _Capture(output_limit)
-    selector = selectors.DefaultSelector()
-    selector.register(stdout_read, selectors.EVENT_READ, "stdout")
-    selector.register(stderr_read, selectors.EVENT_READ, "stderr")
-    if process.status_fd is not None:
-        selector.register(process.status_fd, selectors.EVENT_READ, "status")
+    # One poll set per run, no selector objects: a trivial job is over in a few rounds.
+    streams = {stdout_read: "stdout", stderr_read: "stderr"}
+    poller = select.poll()
+    for descriptor in streams:
+        poller.register(descriptor, select.POLLIN)
+    status_fd = process.status_fd
+    if status_fd is not None:
+        poller.register(status_fd, select.POLLIN)
+    watched = len(streams) + (status_fd is not None)
     deadline = started + timeout
     timed_out = cancelled = False
     kill_at: float | None = None
@@ -283,27 +288,28 @@ def run_process(
     killed_at: float | None = None
     try:
         while True:
-            if selector.get_map():
-                for key, _ in selector.select(_POLL_SECONDS):
-                    if key.data == "status":
-                        selector.unregister(key.fileobj)
-                        process.poll()
+            if watched:
+                for descriptor, _ in poller.poll(_POLL_MILLISECONDS):
+                    if descriptor == status_fd:
+                        poller.unregister(descriptor)
+                        watched -= 1
+                        status_fd = None  # said what it had to: the exit status, or the launcher's end
                         continue
-                    chunk = os.read(key.fd, 65536)
+                    chunk = os.read(descriptor, 65536)
                     if chunk:
-                        capture.add(key.data, chunk)
+                        capture.add(streams[descriptor], chunk)
                     else:
-                        selector.unregister(key.fileobj)
-            elif process.poll():
+                        poller.unregister(descriptor)
+                        watched -= 1
+            elif exited_at is not None:
                 time.sleep(_EMPTY_POLL_SECONDS)  # until what the job left behind has gone
             else:
                 process.wait(_POLL_SECONDS)
             now = time.monotonic()
             cell.watch()
-            if exited_at is None and process.poll():
+            # While its status descriptor is unread, the launcher has nothing to report.
+            if exited_at is None and status_fd is None and process.poll():
                 exited_at = now
-                if process.status_fd is not None and process.status_fd in selector.get_map():
-                    selector.unregister(process.status_fd)
             if kill_at is None and emptied_at is None:
                 ended = exited_at is not None
                 timed_out = not ended and now >= deadline
@@ -325,13 +331,16 @@ def run_process(
                     break  # processes not gone even when killed (stuck in the kernel): left for the job's end
             if emptied_at is not None and exited_at is None and now - emptied_at > _SETTLE_SECONDS:
                 process.abandon(_UNREPORTED)  # all gone, yet the first one's end never reported
+                if status_fd is not None:
+                    poller.unregister(status_fd)
+                    watched -= 1
+                    status_fd = None
             if exited_at is not None and emptied_at is not None:
                 # Output still buffered in the pipes is read; nothing can write to them any more.
-                if not selector.get_map() or now - emptied_at > _LATE_OUTPUT_SECONDS:
+                if not watched or now - emptied_at > _LATE_OUTPUT_SECONDS:
                     break
         _wait_or_abandon(process)
     finally:
-        selector.close()
         if not process.poll():
             cell.kill_all()
             _wait_or_abandon(process)

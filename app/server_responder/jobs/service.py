@@ -306,21 +306,30 @@ class JobService:
         finally:
             stats = self._end_cell(job, cell)
             self._remove_workspace(workspace)
-        self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3), stats))
+        try:
+            self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3), stats))
+        finally:
+            self._remove_cell(job, cell)
 
     def _end_cell(self, job: Job, cell: JobCell | None) -> JobStats:
         """Nothing of the job outlives it; what the kernel measured of it is kept."""
         if cell is None:
             return JobStats()
         try:
-            if not cell.empty():
-                cell.kill_all()
-            stats = cell.stats()
-            cell.remove()
-            return stats
+            cell.end()
+            return cell.stats()
         except Exception:
             log.exception("job cgroup not ended", extra={"event": "job.containment_error", "job_id": job.id})
             return JobStats()
+
+    def _remove_cell(self, job: Job, cell: JobCell | None) -> None:
+        """Once the job is final, its emptied cgroups go: off the path of anyone waiting for it."""
+        if cell is None:
+            return
+        try:
+            cell.remove()
+        except Exception:
+            log.exception("job cgroup not removed", extra={"event": "job.containment_error", "job_id": job.id})
 
     def _finished(self, job: Job, outcome: JobOutcome, cancel: threading.Event, duration_s: float,
                   stats: JobStats = JobStats()) -> Job:
