@@ -305,10 +305,11 @@ class JobService:
                 outcome = JobOutcome(error=self._fault(error))
         finally:
             stats = self._end_cell(job, cell)
-            self._remove_workspace(workspace)
         try:
             self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3), stats))
         finally:
+            # Nothing of the job runs any more: what it leaves on disk goes once the caller has its answer.
+            self._remove_workspace(workspace)
             self._remove_cell(job, cell)
 
     def _end_cell(self, job: Job, cell: JobCell | None) -> JobStats:
