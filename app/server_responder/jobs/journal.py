@@ -50,8 +50,9 @@ class JobJournal:
         self._lock = threading.Lock()
         self._segments: OrderedDict[int, _Segment] = OrderedDict()
         self._active: _Segment | None = None
-        # id -> (segment number, offset, length) of its latest line
-        self._where: dict[str, tuple[int, int, int]] = {}
+        # id -> where its latest line is (segment number, offset, length, packed in one int: the index of
+        # 100,000 records is 8 MiB smaller than with tuples)
+        self._where: dict[str, int] = {}
         # finished ids in the order they finished, with when: retention removes from the front
         self._finished: OrderedDict[str, float] = OrderedDict()
         self._synced: tuple[int, int] = (0, 0)
@@ -70,7 +71,7 @@ class JobJournal:
                 self._forget(job_id)
                 if kind == _REMOVED:
                     continue
-                self._where[job_id] = (number, offset, length)
+                self._where[job_id] = _location(number, offset, length)
                 segment.current.add(job_id)
                 if kind == _FINISHED:
                     self._finished[job_id] = moment
@@ -132,7 +133,7 @@ class JobJournal:
         with self._lock:
             segment, end = self._append(line)
             self._forget(job.id)
-            self._where[job.id] = (segment.number, end - len(line), len(line))
+            self._where[job.id] = _location(segment.number, end - len(line), len(line))
             segment.current.add(job.id)
             if kind == _FINISHED:
                 self._finished[job.id] = moment
@@ -167,7 +168,7 @@ class JobJournal:
         """The job's earlier line stops being current (caller holds the lock, or is still opening)."""
         where = self._where.pop(job_id, None)
         if where is not None:
-            self._segments[where[0]].current.discard(job_id)
+            self._segments[_unpacked(where)[0]].current.discard(job_id)
         self._finished.pop(job_id, None)
 
     def sync(self) -> None:
@@ -225,7 +226,7 @@ class JobJournal:
             where = self._where.get(job_id)
             if where is None:
                 return None
-            number, offset, length = where
+            number, offset, length = _unpacked(where)
             descriptor = self._segments[number].descriptor
             try:
                 line = os.pread(descriptor, length, offset)
@@ -285,12 +286,12 @@ class JobJournal:
         """Append the segment's current lines again, in one write (caller holds the lock)."""
         moved = []
         for job_id in segment.current:
-            _, offset, length = self._where[job_id]
+            _, offset, length = _unpacked(self._where[job_id])
             moved.append((job_id, os.pread(segment.descriptor, length, offset)))
         target, end = self._append(b"".join(line for _, line in moved))
         offset = end - sum(len(line) for _, line in moved)
         for job_id, line in moved:
-            self._where[job_id] = (target.number, offset, len(line))
+            self._where[job_id] = _location(target.number, offset, len(line))
             target.current.add(job_id)
             offset += len(line)
         segment.current.clear()
@@ -301,6 +302,17 @@ class JobJournal:
                 os.close(segment.descriptor)
             self._segments.clear()
             self._active = None
+
+
+def _location(number: int, offset: int, length: int) -> int:
+    return (number << 80) | (offset << 40) | length
+
+
+def _unpacked(location: int) -> tuple[int, int, int]:
+    return location >> 80, (location >> 40) & _FORTY_BITS, location & _FORTY_BITS
+
+
+_FORTY_BITS = (1 << 40) - 1
 
 
 def _lines(path: Path) -> Iterator[tuple[int, int, bytes, float, str]]:
