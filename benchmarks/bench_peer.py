@@ -556,7 +556,9 @@ def measure_records(home: Path, args: argparse.Namespace) -> RecordFigures:
     figures: RecordFigures = {}
     print(f"\njob records ({', '.join(f'{k} = {v}' for k, v in settings.items())}); seeded through POST /jobs "
           f"from {args.seed_clients} connections at once")
-    with running_responder(home, **settings) as responder:
+    responder = start_responder(home, **settings)
+    try:
+        seconds_to_first_answer(responder, "/health")
         ids: list[str] = []
         submitted_by_probes = 0
         for count in counts:
@@ -568,6 +570,12 @@ def measure_records(home: Path, args: argparse.Namespace) -> RecordFigures:
                   f"({seeded / seeding.finished_s:.0f} jobs/s)"
                   + (f"; not accepted and made up for: {dict(seeding.refused)} (status 0: connection failed)"
                      if seeding.refused else ""))
+            # Each count is timed on a service started afresh on the records: what is compared is the number
+            # kept, not the history of a process that has just run them all.
+            responder.stop()
+            responder = start_responder(home, **settings)
+            restarted_s = seconds_to_first_answer(responder, "/health")
+            print(f"        restarted on them: first 200 on GET /health after {restarted_s:.2f} s")
             figures[count] = {probe.label: time_probe(responder.port, probe, args.record_requests)
                               for probe in record_probes(ids, args.record_requests)}
             submitted_by_probes += args.record_requests
@@ -576,14 +584,16 @@ def measure_records(home: Path, args: argparse.Namespace) -> RecordFigures:
             kept = [client.request("GET", f"/jobs/{job_id}")[0] for job_id in (ids[0], ids[-1])]
             client.close()
             print(f"        oldest and newest seeded record answer {kept[0]} and {kept[1]}")
+    finally:
+        responder.stop()
     print_records_table(figures, args.record_requests)
     return figures
 
 
 def print_records_table(figures: RecordFigures, requests: int) -> None:
     few, many = min(figures), max(figures)
-    print(f"\nAPI latency ms with job records kept, {requests} requests each at 1 client (keep-alive; the jobs "
-          f"submitted run meanwhile); ×{many} vs {few} records (flat: ×1.00)")
+    print(f"\nAPI latency ms with job records kept, {requests} requests each at 1 client, on a service started "
+          f"afresh on them (keep-alive; the jobs submitted run meanwhile); ×{many} vs {few} records (flat: ×1.00)")
     print(f"{'':<18}" + "".join(f"{f'{n} p50':>12}{'p95':>8}{'max':>8}" for n in (few, many))
           + f"{'×p50':>8}{'×p95':>8}{'×max':>8}{'wrong status':>14}")
     for label in figures[few]:
