@@ -132,3 +132,16 @@ def test_job_files_of_earlier_versions_move_into_the_journal(tmp_path):
     assert [path.name for path in tmp_path.glob("*.json")] == ["junk.json"]
     journal.close()
     assert reopened(tmp_path)[0].load(job(2).id) is not None
+
+
+def test_opened_again_in_one_process_it_reads_afresh_and_keeps_no_stale_descriptor(tmp_path):
+    journal = JobJournal(tmp_path)
+    journal.open()
+    journal.save(job(1, QUEUED), durable=True)
+    assert [j.id for j in journal.open()] == [job(1).id]
+    journal.save(job(1), durable=True)
+    assert journal.open() == [] and journal.load(job(1).id).status == "succeeded"
+    # One descriptor per segment file: those of the earlier opens were closed.
+    held = [target for target in (os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                                  if os.path.exists(f"/proc/self/fd/{fd}")) if target.startswith(str(tmp_path))]
+    assert sorted(held) == [str(tmp_path / name) for name in segments(tmp_path)]

@@ -62,7 +62,10 @@ class JobJournal:
     # ---- start ---------------------------------------------------------------------------------------------------
 
     def open(self) -> list[Job]:
-        """Read what earlier runs left, start a new segment, and return the unfinished jobs, oldest first."""
+        """Read what earlier runs left, start a new segment, and return the unfinished jobs, oldest first.
+
+        Opened again (a service stopped and started in one process), it reads everything afresh."""
+        self.close()
         for number, path in self._existing_segments():
             descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             segment = _Segment(number, path, descriptor, os.fstat(descriptor).st_size)
@@ -302,6 +305,8 @@ class JobJournal:
                 os.close(segment.descriptor)
             self._segments.clear()
             self._active = None
+            self._where.clear()
+            self._finished.clear()
 
 
 def _location(number: int, offset: int, length: int) -> int:
