@@ -328,6 +328,20 @@ def test_fifty_slow_header_clients_leave_health_answering(make_responder):
         slow.close()
 
 
+def test_connections_a_client_has_closed_are_not_held_against_it(make_responder):
+    responder = make_responder(max_connections_per_client=4)
+    for _ in range(30):
+        opened = [connect(responder, "127.0.0.3") for _ in range(4)]
+        for sock in opened:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(sock).status == 200
+        for sock in opened:
+            sock.close()
+        # At once, before the server has necessarily seen them close: they no longer count.
+        answer = exchange(responder, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", source="127.0.0.3")
+        assert answer is not None and answer.status == 200, answer
+
+
 def test_one_address_is_bounded_in_connections_and_the_rest_still_answered(make_responder):
     responder = make_responder(max_connections_per_client=4)
     slow = SlowHeaderClients(responder, ["127.0.0.2"] * 4, interval=3)

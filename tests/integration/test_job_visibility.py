@@ -15,7 +15,11 @@ def observe(responder, jobs: dict[str, str], problems: list[str], deadline: floa
     unfinished = set(jobs)
     while unfinished and time.monotonic() < deadline:
         for job_id in sorted(unfinished):
-            job = responder.request("GET", f"/jobs/{job_id}", token=False).json()
+            answer = responder.request("GET", f"/jobs/{job_id}", token=False)
+            if answer.status != 200:
+                problems.append(f"{job_id} answers {answer.status}: {answer.body!r}")
+                continue
+            job = answer.json()
             if job["status"] not in FINAL:
                 continue
             result = responder.request("GET", f"/results/{jobs[job_id]}")

@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -304,7 +304,8 @@ class ResponderHTTPServer(CPWSGIServer):
         self.software = SERVER_NAME
         self.max_request_header_size = MAX_HEADER_BYTES
         self.limits = limits
-        self._clients: Counter[str] = Counter()
+        # Each client address's counted connections.
+        self._clients: dict[str, set[ResponderConnection]] = {}
         self._clients_lock = threading.Lock()
 
     def process_conn(self, conn: ResponderConnection) -> None:
@@ -334,11 +335,17 @@ class ResponderHTTPServer(CPWSGIServer):
         conn.admitted = True
         with self._clients_lock:
             bound = self.limits.per_client
-            if bound and self._clients[client] >= bound:
-                admitted = False
-            else:
-                self._clients[client] += 1
-                admitted = True
+            held = self._clients.setdefault(client, set())
+            if bound and len(held) >= bound:
+                # A connection the client has closed stays counted until the selector sees it go, which
+                # under load comes late: those are let go now, so a client that closes what it opens is
+                # never refused.
+                for other in [other for other in held if _closed_by_peer(other.socket)]:
+                    held.discard(other)
+                    other.counted_as = None
+            admitted = not bound or len(held) < bound
+            if admitted:
+                held.add(conn)
         if not admitted:
             conn.refuse(503, f"this address already has {bound} connections open (max_connections_per_client)",
                         ("Retry-After: 5",))
@@ -351,9 +358,29 @@ class ResponderHTTPServer(CPWSGIServer):
         if client is None:
             return
         with self._clients_lock:
-            self._clients[client] -= 1
-            if self._clients[client] <= 0:
-                del self._clients[client]
+            held = self._clients.get(client)
+            if held is not None:
+                held.discard(conn)
+                if not held:
+                    del self._clients[client]
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the client has closed this connection (an end of stream waits in it), without reading from it
+    or waiting: a socket with a timeout would wait for data before peeking, so it is polled first."""
+    descriptor = sock.fileno()
+    if descriptor < 0:
+        return True
+    poller = select.poll()
+    poller.register(descriptor, select.POLLIN)
+    if not poller.poll(0):
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:
+        return False  # a socket that takes no flags (TLS): left to the selector
+    except OSError:
+        return True  # reset
 
 
 def install_server(limits: ConnectionLimits) -> None:
