@@ -33,9 +33,9 @@ def stream_atomically(path: Path, source: BinaryIO, *, head: bytes = b"", mode: 
     copied = 0
     try:
         try:
-            _write_all(descriptor, head)
+            write_all(descriptor, head)
             while chunk := source.read(COPY_CHUNK_BYTES):
-                _write_all(descriptor, chunk)
+                write_all(descriptor, chunk)
                 copied += len(chunk)
             os.fchmod(descriptor, mode)
             if durable:
@@ -50,7 +50,8 @@ def stream_atomically(path: Path, source: BinaryIO, *, head: bytes = b"", mode: 
     return copied
 
 
-def _write_all(descriptor: int, data: bytes) -> None:
+def write_all(descriptor: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may take only part)."""
     view = memoryview(data)
     while view:
         view = view[os.write(descriptor, view):]

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from server_responder.files import write_all
 from server_responder.jobs.record import Job
 
 SEGMENT_BYTES = 8 * 1024 * 1024
@@ -152,9 +153,7 @@ class JobJournal:
             segment = self._active
         writer = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            written = os.write(writer, data)
-            while written < len(data):
-                written += os.write(writer, data[written:])
+            write_all(writer, data)
         except OSError:
             # A part of a line (a full disk, say) would spoil the next one: the segment is cut back to its end.
             try:
