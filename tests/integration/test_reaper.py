@@ -1,58 +1,37 @@
 """The reaper against the EC2 API of moto's standalone server, with real responders standing in for instances."""
 
 import json
-import os
-import re
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import boto3
 import pytest
 
-REGION = "us-east-1"
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+from tests.moto_server import MotoServer
+
 TAG = "server-responder"
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory):
-    """moto's standalone server as its own process on a loopback port, spoken to over HTTP."""
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-                                   stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while not (match := re.search(r"Running on (http://127\.0\.0\.1:\d+)", log.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield match.group(1)
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def ec2_client(endpoint: str):
-    return boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+def moto(tmp_path_factory):
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def image_id(moto_endpoint) -> str:
+def image_id(moto) -> str:
     # Listing moto's images takes seconds; any one of them will do for every test.
-    return ec2_client(moto_endpoint).describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return moto.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
 
 @pytest.fixture
-def ec2(moto_endpoint, image_id):
-    urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset", method="POST"), timeout=10)
-    return ec2_client(moto_endpoint)
+def ec2(moto, image_id):
+    moto.reset()
+    return moto.client("ec2")
 
 
 @pytest.fixture
@@ -70,12 +49,8 @@ def launch(ec2, image_id):
 
 
 @pytest.fixture
-def aws_env(moto_endpoint, tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SERVER_RESPONDER_"))}
-    env.update(FAKE_CREDENTIALS, AWS_ENDPOINT_URL=moto_endpoint, AWS_DEFAULT_REGION=REGION,
-               AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"), AWS_EC2_METADATA_DISABLED="true")
-    return env
+def aws_env(moto, tmp_path):
+    return moto.environment(tmp_path)
 
 
 def state_of(ec2, instance_id: str) -> str:
