@@ -94,6 +94,9 @@ class Settings:
     max_connections_per_client: int = 16
     request_header_timeout: float = 10.0
     request_body_timeout: float = 60.0
+    max_event_streams: int = 0  # 0: a quarter of http_threads
+    event_keepalive_seconds: float = 15.0
+    metrics_public: bool = False
     default_timeout: float = 300.0
     max_timeout: float = 3600.0
     kill_grace_seconds: float = 5.0
@@ -128,6 +131,11 @@ class Settings:
     code_secret: Secret | None = None
     admin_pass: Secret | None = None
     github_secret: Secret | None = None
+
+    @property
+    def event_stream_limit(self) -> int:
+        """How many event streams may be open at once: each holds an HTTP thread while it is."""
+        return self.max_event_streams or max(1, self.http_threads // 4)
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir).expanduser()
@@ -297,6 +305,10 @@ def _validate(s: Settings) -> None:
     check(s.max_connections_per_client >= 0, "max_connections_per_client", "must not be negative (0: no bound)")
     check(s.request_header_timeout > 0, "request_header_timeout", "must be positive")
     check(s.request_body_timeout > 0, "request_body_timeout", "must be positive")
+    check(s.max_event_streams >= 0, "max_event_streams", "must not be negative (0: a quarter of http_threads)")
+    check(s.max_event_streams < s.http_threads, "max_event_streams",
+          "must be fewer than http_threads: each open stream holds one")
+    check(s.event_keepalive_seconds > 0, "event_keepalive_seconds", "must be positive")
     check(s.default_timeout > 0, "default_timeout", "must be positive")
     check(s.max_timeout >= s.default_timeout, "max_timeout", "must be at least default_timeout")
     check(s.kill_grace_seconds >= 0, "kill_grace_seconds", "must not be negative")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from server_responder.jobs.containment import JobCell
+from server_responder.jobs.output import LiveOutput
 from server_responder.jobs.runner import JobUser, ProcessOutcome, job_environment, run_process
 from server_responder.results.store import ResultStore
 from server_responder.settings import Settings
@@ -56,6 +57,7 @@ class JobContext:
     report: Callable[..., None] = lambda **details: None
     will_write: Callable[[Iterable[str]], None] = lambda keys: None
     cell: JobCell | None = None
+    output: LiveOutput | None = None  # where its processes' output goes as it arrives, for live readers
 
     def run(self, argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> ProcessOutcome:
@@ -70,6 +72,7 @@ class JobContext:
             run_as=self.run_as,
             cancel=self.cancel,
             cell=self.cell,
+            on_output=self.output.publish if self.output is not None else None,
         )
 
 

@@ -242,6 +242,7 @@ def run_process(
     cancel: threading.Event | None = None,
     on_started: Callable[[int], None] | None = None,
     cell: JobCell | None = None,
+    on_output: Callable[[str, bytes], None] | None = None,
 ) -> ProcessOutcome:
     """Run argv to completion, the timeout or cancellation; never raises for the job's own failures.
 
@@ -298,6 +299,8 @@ def run_process(
                     chunk = os.read(descriptor, 65536)
                     if chunk:
                         capture.add(streams[descriptor], chunk)
+                        if on_output is not None:
+                            on_output(streams[descriptor], chunk)
                     else:
                         poller.unregister(descriptor)
                         watched -= 1

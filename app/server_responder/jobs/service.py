@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,12 @@ from server_responder.degraded import Degradations, is_storage_fault, write_faul
 from server_responder.jobs.containment import Containment, JobCell, JobStats, child_setup, detect_containment
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.journal import JobJournal
+from server_responder.jobs.output import LiveOutput, OutputEvent, Position, finished_events
 from server_responder.jobs.record import (
     CANCELLED, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Job, job_status, new_job_id, utc_now,
 )
 from server_responder.jobs.runner import job_user_for
+from server_responder.jobs.tally import JobTally
 from server_responder.jobs.types import JobTypes
 from server_responder.lifecycle.idle import IdleClock
 from server_responder.results.keys import default_location
@@ -74,6 +76,9 @@ class JobService:
         self._pending_keys: dict[str, tuple[str, ...]] = {}
         # Ended when the job is final: what a waiting caller waits on, instead of every release.
         self._done: dict[str, threading.Event] = {}
+        # What a queued or running job has written so far, for readers who follow it live.
+        self._live: dict[str, LiveOutput] = {}
+        self.tally = JobTally()
         lock = threading.RLock()
         self._condition = threading.Condition(lock)
         # Workers wait for work on their own condition (same lock), so a release wakes none of them.
@@ -108,6 +113,11 @@ class JobService:
             self._stopping = True
             for event in self._cancels.values():
                 event.set()
+            # Queued jobs stay queued for the next start; running ones end and tell their readers so.
+            for job in self._queue:
+                live = self._live.get(job.id)
+                if live is not None:
+                    live.close()
             self._condition.notify_all()
             self._work_ready.notify_all()
         wait = timeout if timeout is not None else self.settings.kill_grace_seconds + 5
@@ -157,6 +167,7 @@ class JobService:
                 self._queue.append(job)
                 self._active[job.id] = job
                 self._done[job.id] = threading.Event()
+                self._live[job.id] = LiveOutput(self.settings.output_limit_bytes)
                 log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
         queued = {job.id for job in self._queue}
         for entry in self.settings.work_dir.iterdir():
@@ -191,7 +202,9 @@ class JobService:
             self._queue.append(job)
             self._active[job.id] = job
             self._done[job.id] = threading.Event()
+            self._live[job.id] = LiveOutput(self.settings.output_limit_bytes)
             self._work_ready.notify()
+        self.tally.accepted(job.type)
         log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
                                         "request_id": request_id, "results_location": job.results_location})
         return job
@@ -245,6 +258,22 @@ class JobService:
             done.wait(timeout)
         return self.get(job_id)
 
+    def events(self, job_id: str, position: Position, keepalive_seconds: float) -> Iterator[OutputEvent] | None:
+        """A job's events from `position` on: live while it is queued or running, else from its record; None
+        for a job this service does not know."""
+        with self._condition:
+            live = self._live.get(job_id)
+        if live is not None:
+            return live.follow(position, keepalive_seconds)
+        job = self.get(job_id)
+        if job is None:
+            return None
+        return finished_events(job, position)
+
+    def _live_output(self, job_id: str) -> LiveOutput | None:
+        with self._condition:
+            return self._live.get(job_id)
+
     def cancel(self, job_id: str) -> Job:
         with self._condition:
             job = self._active.get(job_id)
@@ -274,6 +303,9 @@ class JobService:
                 job = self._queue.popleft()
                 job.status = RUNNING
                 cancel = self._cancels[job.id] = threading.Event()
+                live = self._live.get(job.id)
+                if live is not None:
+                    live.set_status(RUNNING)
             try:
                 self._run(job, cancel)
             except Exception as error:
@@ -298,7 +330,8 @@ class JobService:
                 context = JobContext(job.id, job.spec, job.results_location, self.settings, self.store_for(job),
                                      workspace, cancel, self.run_as,
                                      report=lambda **details: self._report(job, details),
-                                     will_write=lambda keys: self._will_write(job, keys), cell=cell)
+                                     will_write=lambda keys: self._will_write(job, keys), cell=cell,
+                                     output=self._live_output(job.id))
                 outcome = self.types.executor(job.type).execute(context)
             except Exception as error:
                 log.exception("job failed in the service", extra={"event": "job.error", "job_id": job.id})
@@ -378,6 +411,7 @@ class JobService:
         log.info("job finished", extra={"event": "job.finished", "job_id": job.id, "type": job.type,
                                         "status": job.status, "exit_status": job.exit_status,
                                         "duration_s": job.duration_s, "request_id": job.request_id})
+        self.tally.finished(job)
         for listener in self._finished_listeners:
             self._quietly(lambda: listener(job), None)
         self._quietly(self._prune_journal, None)
@@ -425,9 +459,12 @@ class JobService:
             self._cancels.pop(job.id, None)
             self._pending_keys.pop(job.id, None)
             done = self._done.pop(job.id, None)
+            live = self._live.pop(job.id, None)
             self._condition.notify_all()
         if done is not None:
             done.set()
+        if live is not None:
+            live.end(job)
 
     def _prune_journal(self) -> None:
         # In the order jobs finished, from the in-memory index: a step per record removed, no directory listing.

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,8 @@ class UploadSpool:
         self._store_failures = 0
         self._store_retry_at = 0.0
         self._url_retries: dict[str, tuple[int, float]] = {}
+        # Deliveries tried since the service started, by kind (upload, callback) and outcome, for the metrics.
+        self._attempts: Counter[tuple[str, str]] = Counter()
 
     def add(self, key: str, body: bytes, content_type: str, url: str | None = None, *, method: str = "PUT",
             in_background: bool = False) -> None:
@@ -153,6 +156,11 @@ class UploadSpool:
             counts[f"{state}_callbacks"] = callbacks
         return counts
 
+    def attempt_counts(self) -> dict[tuple[str, str], int]:
+        """Deliveries tried since the service started, by (kind, outcome): delivered, failed or refused."""
+        with self._state:
+            return dict(self._attempts)
+
     def deliver_due(self) -> None:
         """Deliver every due upload, oldest first. Never raises: it runs in a background monitor."""
         try:
@@ -187,11 +195,14 @@ class UploadSpool:
                 with body:
                     self._send(upload, body)
             except UploadRefused as error:
+                self._count_attempt(upload, "refused")
                 self._quarantine(path, str(error), upload)
                 return True
             except Exception as error:
+                self._count_attempt(upload, "failed")
                 self._failed(upload, error)
                 return False
+            self._count_attempt(upload, "delivered")
             path.unlink(missing_ok=True)
         self._delivered(upload)
         return True
@@ -204,6 +215,10 @@ class UploadSpool:
             raise StoreUnavailable("no remote store is configured for this spooled upload")
         else:
             self.remote.put_file(upload.key, body, upload.size, upload.content_type)
+
+    def _count_attempt(self, upload: Upload, outcome: str) -> None:
+        with self._state:
+            self._attempts[(upload.kind, outcome)] += 1
 
     def _failed(self, upload: Upload, error: Exception) -> None:
         with self._state:

@@ -11,10 +11,12 @@ from server_responder.lifecycle.idle_watch import IdleWatch
 from server_responder.responder import Responder
 from server_responder.settings import Settings
 from server_responder.web.api import JobsApi, StatusApi
+from server_responder.web.events import EventsApi
 from server_responder.web.github import GitHubApi
 from server_responder.web.http import Route, Router
 from server_responder.web.last_request import RequestRecorder
 from server_responder.web.lifecycle import LifecycleApi
+from server_responder.web.metrics import MetricsApi
 from server_responder.web.pages import PagesApi
 from server_responder.web.server import ConnectionLimits
 
@@ -26,6 +28,8 @@ def api_routes(responder: Responder) -> list[Route]:
     routes: list[Route] = JobsApi(responder, recorder).routes()
     routes.extend(GitHubApi(responder).routes())
     routes.extend(LifecycleApi(responder).routes())
+    routes.extend(EventsApi(responder).routes())
+    routes.extend(MetricsApi(responder).routes())
     status = StatusApi(responder, routes)
     routes.extend(status.routes())
     routes.extend(PagesApi(responder, status, recorder).routes())

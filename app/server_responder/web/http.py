@@ -42,8 +42,16 @@ class HttpError(Exception):
 
 
 @dataclass
+class Streamed:
+    """A body sent as it is made, chunk by chunk, with no Content-Length; `close` runs however it ends."""
+
+    chunks: Iterator[bytes]
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass
 class Response:
-    body: bytes | str | Any
+    body: bytes | str | Streamed | Any
     status: int = 200
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
@@ -270,14 +278,16 @@ class Router:
             status, headers, body = self._answer(incoming)
         except Exception:
             status, headers, body = self._unexpected_error(incoming)
-        if status >= 200 and status not in (204, 205, 304):
+        if status >= 200 and status not in (204, 205, 304) and not isinstance(body, Streamed):
             headers.append(("Content-Length", str(len(body))))
         if incoming.method == "HEAD":
+            if isinstance(body, Streamed):
+                body.close()
             body = b""
         start_response(_status_line(status), headers)
         return _SentBody(body, lambda: _log_access(environ, incoming, status, headers, started))
 
-    def _answer(self, incoming: Incoming) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _answer(self, incoming: Incoming) -> tuple[int, list[tuple[str, str]], bytes | Streamed]:
         fields = {"X-Request-Id": incoming.request_id}
         self._allow_origin(incoming, fields)
         try:
@@ -291,6 +301,8 @@ class Router:
         if not isinstance(result, Response):
             result = Response(result)
         body = result.body
+        if isinstance(body, Streamed):
+            return _rendered(result.status, result.content_type, fields, result.headers, body)
         if isinstance(body, str):
             body = body.encode()
         elif not isinstance(body, bytes):
@@ -339,7 +351,7 @@ class Router:
 
 
 def _rendered(status: int, content_type: str, fields: dict[str, str], extra: Mapping[str, str],
-              body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+              body: bytes | Streamed) -> tuple[int, list[tuple[str, str]], bytes | Streamed]:
     return status, _header_list({"Content-Type": content_type, **fields, **extra}), body
 
 
@@ -367,19 +379,26 @@ def _status_line(status: int) -> str:
 
 
 class _SentBody:
-    """The answer's body for cheroot to write; cheroot closes it once written, and that logs the request."""
+    """The answer's body for cheroot to write; cheroot closes it once written (or once the client has gone, for
+    a streamed one), and that logs the request."""
 
     __slots__ = ("_body", "_on_close")
 
-    def __init__(self, body: bytes, on_close: Callable[[], None]) -> None:
+    def __init__(self, body: bytes | Streamed, on_close: Callable[[], None]) -> None:
         self._body = body
         self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
+        if isinstance(self._body, Streamed):
+            return self._body.chunks
         return iter((self._body,))
 
     def close(self) -> None:
-        self._on_close()
+        try:
+            if isinstance(self._body, Streamed):
+                self._body.close()
+        finally:
+            self._on_close()
 
 
 def _log_access(environ: Mapping[str, Any], incoming: Incoming, status: int, headers: list[tuple[str, str]],
