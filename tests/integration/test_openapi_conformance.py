@@ -29,6 +29,8 @@ NOT_PROVOKED = {
     ("POST", "/jobs", "507"): "needs a data dir that cannot be written (tests/integration/test_storage_faults.py)",
     ("POST", "/", "507"): "needs a data dir that cannot be written (tests/integration/test_storage_faults.py)",
     ("POST", "/github", "507"): "needs a data dir that cannot be written (tests/integration/test_storage_faults.py)",
+    ("GET", "/jobs/{job_id}/events", "503"): "needs max_event_streams streams open (tests/integration/"
+                                             "test_job_events.py)",
 }
 
 
@@ -101,6 +103,8 @@ def exercise_status_routes_and_pages(box, document, exercised):
     admin = base64.b64encode(f"admin:{ADMIN_PASS}".encode()).decode()
     call(box, document, exercised, "GET", "/admin", token=False, headers={"Authorization": f"Basic {admin}"})
     call(box, document, exercised, "GET", "/admin", token=False)
+    call(box, document, exercised, "GET", "/metrics")
+    call(box, document, exercised, "GET", "/metrics", token=False)
 
 
 def check_index_against_request_schemas(box, document):
@@ -116,6 +120,9 @@ def exercise_job_routes(box, document, exercised, tmp_path):
     done = call(box, document, exercised, "POST", "/jobs?wait=30", body={"script": "print(1)"}).json()
     call(box, document, exercised, "GET", f"/jobs/{done['id']}", token=False)
     call(box, document, exercised, "GET", "/jobs/" + "0" * 40, token=False)
+    call(box, document, exercised, "GET", f"/jobs/{done['id']}/events", token=False)
+    call(box, document, exercised, "GET", "/jobs/" + "0" * 40 + "/events", token=False)
+    call(box, document, exercised, "GET", f"/jobs/{done['id']}/events", token=False, headers={"Last-Event-ID": "x"})
     call(box, document, exercised, "GET", "/jobs?limit=5")
     call(box, document, exercised, "GET", "/jobs?limit=5000")
     call(box, document, exercised, "GET", "/jobs", token=False)

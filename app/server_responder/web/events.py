@@ -22,27 +22,36 @@ class EventsApi:
     def __init__(self, responder: Responder) -> None:
         self.jobs = responder.jobs
         self.settings = responder.settings
-        self._slots = threading.BoundedSemaphore(self.settings.event_stream_limit)
+        self._slots_made = threading.Lock()
+        self._open_slots: threading.BoundedSemaphore | None = None
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/jobs/{job_id}/events", self.job_events,
                       "One job's output and status as they happen (Server-Sent Events)")]
 
+    @property
+    def _slots(self) -> threading.BoundedSemaphore:
+        with self._slots_made:
+            if self._open_slots is None:
+                self._open_slots = threading.BoundedSemaphore(self.settings.event_stream_limit)
+            return self._open_slots
+
     def job_events(self, incoming: Incoming, job_id: str) -> Response:
         position = _resume_position(incoming)
-        if not self._slots.acquire(blocking=False):
+        slots = self._slots
+        if not slots.acquire(blocking=False):
             raise HttpError(503, "too_many_streams",
                             f"max_event_streams ({self.settings.event_stream_limit}) event streams are open",
                             headers={"Retry-After": "10"})
         try:
             events = self.jobs.events(job_id, position, self.settings.event_keepalive_seconds)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
         if events is None:
-            self._slots.release()
+            slots.release()
             raise HttpError(404, "not_found", f"no job {job_id}")
-        return Response(Streamed(_framed(events), _closer(events, self._slots.release)), content_type=EVENT_STREAM,
+        return Response(Streamed(_framed(events), _closer(events, slots.release)), content_type=EVENT_STREAM,
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

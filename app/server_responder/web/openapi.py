@@ -80,6 +80,29 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}]),
     ("GET", "/jobs/{job_id}"): _op("One job; knowing its unguessable id is what allows reading it",
                                    {"200": _json("Job", "The job"), **_errors(404)}, parameters=[_JOB_ID]),
+    ("GET", "/jobs/{job_id}/events"): _op(
+        "One job as Server-Sent Events: its output as it arrives, its status changes, then its record",
+        {"200": {"description": "An event stream that closes after the `job` event",
+                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+         **_errors(400, 404, 503)},
+        description="Events, each with JSON data: `status` ({status}); `stdout` and `stderr` ({text}, with an id "
+                    "`<stdout bytes>-<stderr bytes>`, the reader's position after it); `dropped` ({stream, bytes}: "
+                    "output no longer kept when the reader fell behind); `job` (the job as GET /jobs/{job_id} "
+                    "answers), the last. Comments keep the connection alive. Resume from an id with the "
+                    "Last-Event-ID header, or the last_event_id query parameter. 503 when max_event_streams are "
+                    "open.",
+        parameters=[_JOB_ID,
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
+                     "description": "the id of the last event seen: output resumes after it"},
+                    {"name": "last_event_id", "in": "query", "schema": {"type": "string"},
+                     "description": "as Last-Event-ID, for clients that cannot set headers"}]),
+    ("GET", "/metrics"): _op(
+        "Counts of jobs, uploads and the box, in the Prometheus text format",
+        {"200": {"description": "Prometheus text exposition format",
+                 "content": {"text/plain": {"schema": {"type": "string"}}}},
+         **_errors(401)},
+        security=[{"bearer": []}, {}],
+        description="The API token is required unless metrics_public is set."),
     ("DELETE", "/jobs/{job_id}"): _op("Cancel a queued or running job",
                                       {"200": _json("Job", "Cancelled"), "202": _json("Job", "Being stopped"),
                                        **_errors(401, 404)}, security=_TOKEN, parameters=[_JOB_ID]),
