@@ -89,6 +89,25 @@ def test_example_shows_the_running_state_until_the_job_finishes(pages_responder,
     expect(button).to_be_enabled()
 
 
+def test_example_shows_output_as_it_arrives_while_the_job_runs(pages_responder, page, tmp_path):
+    gate = tmp_path / "gate"
+    script = ("import os, sys, time\nprint('first line', flush=True)\nprint('warned', file=sys.stderr, flush=True)\n"
+              f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)\nprint('second line')")
+    errors = console_errors(page)
+    page.goto(pages_responder.url + "/example")
+    example = page.locator(".sr-example").first
+    give_signed_job(example, sign_script(CODE_SECRET, script, "python", expires_in=600))
+    example.get_by_role("button", name="Run").click()
+    # Shown while the job waits for its gate, which only this test opens, and only once the line is there.
+    expect(example.locator(".sr-stdout")).to_have_text("first line\n")
+    expect(example.locator(".sr-stderr")).to_have_text("warned\n")
+    expect(example.locator(".sr-status")).to_have_text("Running…")
+    gate.touch()
+    expect(example.locator(".sr-status")).to_have_text("Finished: succeeded", timeout=JOB_TIMEOUT_MS)
+    assert example.locator(".sr-stdout").text_content() == "first line\nsecond line\n"
+    assert errors == []
+
+
 def test_example_shows_a_failing_job_with_its_streams_and_exit_status(pages_responder, page):
     page.goto(pages_responder.url + "/example")
     example = page.locator(".sr-example").filter(has_text="exit 3")

@@ -1,6 +1,7 @@
 // Runs signed example scripts: each `.sr-example` element holds a signed job in `data-job` (and, on another
-// site, the responder's address in `data-responder`). Run POSTs the job to /jobs, polls /jobs/{id} and shows
-// what happened. Everything the job printed is set with textContent, so it is shown, never interpreted.
+// site, the responder's address in `data-responder`). Run POSTs the job to /jobs, shows its output as it
+// arrives from /jobs/{id}/events (polling /jobs/{id} where the stream cannot be had) and what happened.
+// Everything the job printed is added as text nodes, so it is shown, never interpreted.
 "use strict";
 
 (() => {
@@ -74,6 +75,55 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  // The job's events until its final record; rejected when the stream is refused, for polling to take over.
+  // A dropped connection is resumed by the EventSource itself, from the last event it had.
+  function follow(view, jobUrl) {
+    return new Promise((resolve, reject) => {
+      if (typeof EventSource === "undefined") {
+        reject(new Error("this browser has no EventSource"));
+        return;
+      }
+      const source = new EventSource(jobUrl + "/events");
+      const data = (event) => JSON.parse(event.data);
+      const appendTo = (pre) => (event) => pre.append(document.createTextNode(data(event).text));
+      source.addEventListener("stdout", appendTo(view.stdout));
+      source.addEventListener("stderr", appendTo(view.stderr));
+      source.addEventListener("dropped", (event) => {
+        const dropped = data(event);
+        const pre = dropped.stream === "stderr" ? view.stderr : view.stdout;
+        pre.append(document.createTextNode(`[${dropped.bytes} bytes not shown]\n`));
+      });
+      source.addEventListener("status", (event) => {
+        const status = data(event).status;
+        if (!FINISHED.has(status)) showState(view, "running", status === "queued" ? "Queued…" : "Running…");
+      });
+      source.addEventListener("job", (event) => {
+        source.close();
+        resolve(data(event));
+      });
+      source.addEventListener("error", () => {
+        if (source.readyState === EventSource.CLOSED) reject(new Error("the event stream was refused"));
+      });
+    });
+  }
+
+  async function poll(view, jobUrl, answer) {
+    for (let round = 0; !FINISHED.has(answer.status); round++) {
+      showState(view, "running", answer.status === "queued" ? "Queued…" : "Running…");
+      await sleep(POLL_DELAYS_MS[Math.min(round, POLL_DELAYS_MS.length - 1)]);
+      const response = await fetch(jobUrl, { credentials: "omit", cache: "no-store" });
+      answer = await answerOf(response);
+      if (!response.ok) throw new Refused(response, answer);
+    }
+    return answer;
+  }
+
+  class Refused extends Error {
+    constructor(response, answer) {
+      super(refusal(response, answer));
+    }
+  }
+
   async function run(container, button) {
     const view = resultView(container);
     const base = (container.dataset.responder || "").replace(/\/+$/, "");
@@ -88,7 +138,7 @@
     button.disabled = true;
     showState(view, "running", "Running…");
     try {
-      let response = await fetch(base + "/jobs", {
+      const response = await fetch(base + "/jobs", {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(job),
         credentials: "omit",
       });
@@ -98,19 +148,18 @@
         return;
       }
       const jobUrl = base + "/jobs/" + encodeURIComponent(answer.id);
-      for (let poll = 0; !FINISHED.has(answer.status); poll++) {
+      if (!FINISHED.has(answer.status)) {
         showState(view, "running", answer.status === "queued" ? "Queued…" : "Running…");
-        await sleep(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)]);
-        response = await fetch(jobUrl, { credentials: "omit", cache: "no-store" });
-        answer = await answerOf(response);
-        if (!response.ok) {
-          showState(view, "error", refusal(response, answer));
-          return;
+        try {
+          answer = await follow(view, jobUrl);
+        } catch {
+          answer = await poll(view, jobUrl, answer);
         }
       }
       showJob(view, answer);
     } catch (error) {
-      showState(view, "error", "Could not reach the responder: " + error.message);
+      showState(view, "error", error instanceof Refused ? error.message
+        : "Could not reach the responder: " + error.message);
     } finally {
       button.disabled = false;
     }
