@@ -65,6 +65,7 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-location")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    parser.add_argument("--follow", action="store_true", help="print the job's output as it arrives")
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -83,19 +84,33 @@ def submit(args: argparse.Namespace) -> int:
     if args.env:
         body["env"] = dict(item.split("=", 1) for item in args.env if "=" in item)
     client = _Client(args.url.rstrip("/"), token, args.insecure)
-    status, job = client.request("POST", "/jobs?wait=60", body)
+    status, job = client.request("POST", "/jobs" if args.follow else "/jobs?wait=60", body)
     if status >= 400:
         print(f"server-responder submit: {status} {job.get('error')}: {job.get('detail')}", file=sys.stderr)
         return 2
-    while job.get("status") in ("queued", "running"):
+    followed = _followed(client, job, args.insecure) if args.follow else None
+    while followed is None and job.get("status") in ("queued", "running"):
         time.sleep(0.5)
         status, job = client.request("GET", f"/jobs/{job['id']}")
-    sys.stdout.write(job.get("stdout", ""))
-    sys.stderr.write(job.get("stderr", ""))
+    if followed is not None:
+        job = followed
+    else:
+        sys.stdout.write(job.get("stdout", ""))
+        sys.stderr.write(job.get("stderr", ""))
     if job.get("error"):
         print(f"server-responder submit: job {job['status']}: {job['error']}", file=sys.stderr)
     exit_status = job.get("exit_status")
     return exit_status if isinstance(exit_status, int) else 1
+
+
+def _followed(client: _Client, job: dict, insecure: bool) -> dict | None:
+    """The job once final, its output printed as it came; None when the responder would not stream it."""
+    from server_responder.cli.follow import StreamRefused, follow_job
+
+    try:
+        return follow_job(client.base, job["id"], insecure=insecure, out=sys.stdout, err=sys.stderr)
+    except StreamRefused:
+        return None
 
 
 class _Client:
