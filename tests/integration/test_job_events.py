@@ -223,3 +223,21 @@ def test_head_of_the_events_answers_without_holding_a_stream(make_responder):
     for _ in range(3):
         answer = responder.request("HEAD", f"/jobs/{job['id']}/events", token=False)
         assert (answer.status, answer.body) == (200, b"")
+
+
+def test_open_streams_end_when_the_service_stops(make_responder, tmp_path):
+    responder = make_responder(workers=1, event_keepalive_seconds=120)
+    running = gated_job(responder, tmp_path / "gate", ["working", "never printed"])
+    queued = responder.submit("print('never run')", wait=0)
+    of_running = EventStream(responder.url, f"/jobs/{running['id']}/events")
+    of_queued = EventStream(responder.url, f"/jobs/{queued['id']}/events")
+    try:
+        of_running.until(lambda event: event.kind == "stdout")
+        assert of_queued.next().data == {"status": "queued"}
+        # Stopped by SIGTERM, not killed for hanging on the streams' threads.
+        assert responder.stop() == 0
+        assert [event.kind for event in of_running.rest()] == []
+        assert of_queued.rest() == []
+    finally:
+        of_running.close()
+        of_queued.close()

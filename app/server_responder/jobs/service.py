@@ -270,6 +270,13 @@ class JobService:
             return None
         return finished_events(job, position)
 
+    def stop_followers(self) -> None:
+        """Every reader of a job's events stops following (and may come back to a later run): the HTTP server
+        waits for their threads before it stops."""
+        with self._condition:
+            for live in self._live.values():
+                live.close()
+
     def _live_output(self, job_id: str) -> LiveOutput | None:
         with self._condition:
             return self._live.get(job_id)

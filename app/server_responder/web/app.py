@@ -62,6 +62,18 @@ class ResponderPlugin(SimplePlugin):
 
     stop.priority = 60
 
+    def subscribe(self) -> None:
+        super().subscribe()
+        # Before the HTTP server (25), which waits for the threads that serve event streams.
+        self.bus.subscribe("stop", self.stop_followers, priority=20)
+
+    def unsubscribe(self) -> None:
+        super().unsubscribe()
+        self.bus.unsubscribe("stop", self.stop_followers)
+
+    def stop_followers(self) -> None:
+        self.responder.jobs.stop_followers()
+
 
 class UploadPlugin(Monitor):
     """Delivers spooled uploads in the background, also those left by an earlier run.
