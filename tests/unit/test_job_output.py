@@ -6,6 +6,7 @@ import pytest
 
 from server_responder.jobs.output import BadPosition, LiveOutput, Position, finished_events
 from server_responder.jobs.record import Job
+from server_responder.settings import Settings
 
 
 def finished(status="succeeded", **fields) -> Job:
@@ -71,3 +72,9 @@ def test_a_closed_buffer_ends_its_readers_without_a_record():
 def test_positions_that_are_not_event_ids_are_refused(text):
     with pytest.raises(BadPosition):
         Position.parse(text)
+
+
+def test_event_streams_are_bounded_by_a_quarter_of_the_http_threads_unless_set(tmp_path):
+    assert Settings(data_dir=tmp_path, http_threads=32).event_stream_limit == 8
+    assert Settings(data_dir=tmp_path, http_threads=2).event_stream_limit == 1
+    assert Settings(data_dir=tmp_path, http_threads=32, max_event_streams=3).event_stream_limit == 3

@@ -43,6 +43,9 @@ def test_original_variable_names_are_kept(tmp_path: Path):
     ("JOB_USER", "no-such-user-here", "job_user"),
     ("LANGUAGES", '{"python": []}', "languages"),
     ("CALLBACK_URL", "file:///etc/passwd", "callback_url"),
+    ("MAX_EVENT_STREAMS", "32", "max_event_streams"),
+    ("EVENT_KEEPALIVE_SECONDS", "0", "event_keepalive_seconds"),
+    ("METRICS_PUBLIC", "maybe", "metrics_public"),
 ])
 def test_invalid_settings_are_refused_naming_the_key(tmp_path: Path, name, value, named):
     with pytest.raises(SettingsError, match=f"^{named}:"):
