@@ -1,4 +1,4 @@
-"""Shared fixtures: real responders started as processes on ephemeral loopback ports."""
+"""Shared fixtures: real responders started as processes on ephemeral loopback ports, moto's server for AWS."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from server_responder.jobs.containment import HostView, cgroup_places, data_dir_tag
 from server_responder.jobs.runner import SHARED_WORK_ROOT
+from tests.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -233,3 +234,17 @@ def make_responder(tmp_path: Path) -> Iterator:
 @pytest.fixture
 def responder(make_responder) -> RunningResponder:
     return make_responder()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory) -> Iterator[MotoServer]:
+    """One moto server per test module; tests that need an empty account call its `reset()`."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def image_id(moto) -> str:
+    # Listing moto's images takes seconds; any one of them will do for every test of a module.
+    return moto.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]

@@ -10,22 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.moto_server import MotoServer
-
 TAG = "server-responder"
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def image_id(moto) -> str:
-    # Listing moto's images takes seconds; any one of them will do for every test.
-    return moto.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import time
 from http import HTTPStatus
 from pathlib import Path
 
-from server_responder.cli.common import Command, config_option, load_settings
+from server_responder.cli import fleet
+from server_responder.cli.common import Command, config_option, load_settings, print_job_output
 from server_responder.http_client import HttpClient
 from server_responder.settings import Settings
 
@@ -65,10 +66,11 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-location")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    fleet.add_submit_options(parser)
 
 
-def submit(args: argparse.Namespace) -> int:
-    token = _token(args)
+def job_request(args: argparse.Namespace) -> dict[str, object]:
+    """The JSON job request of submit's options, as `POST /jobs` takes it (and a queue message carries it)."""
     body: dict[str, object]
     if args.script:
         body = {"type": "script", "language": args.language, "script": _read_input(args.script)}
@@ -82,7 +84,18 @@ def submit(args: argparse.Namespace) -> int:
         body["results_location"] = args.results_location
     if args.env:
         body["env"] = dict(item.split("=", 1) for item in args.env if "=" in item)
-    client = _Client(args.url.rstrip("/"), token, args.insecure)
+    return body
+
+
+def submit(args: argparse.Namespace) -> int:
+    body = job_request(args)
+    if fleet.queued(args):
+        return fleet.submit_to_queue(args, body)
+    url = fleet.wake_for_submit(args) if args.wake_instance_id else args.url
+    if url is None:
+        return 1
+    token = _token(args)
+    client = _Client(url.rstrip("/"), token, args.insecure)
     status, job = client.request("POST", "/jobs?wait=60", body)
     if status >= 400:
         print(f"server-responder submit: {status} {job.get('error')}: {job.get('detail')}", file=sys.stderr)
@@ -90,12 +103,7 @@ def submit(args: argparse.Namespace) -> int:
     while job.get("status") in ("queued", "running"):
         time.sleep(0.5)
         status, job = client.request("GET", f"/jobs/{job['id']}")
-    sys.stdout.write(job.get("stdout", ""))
-    sys.stderr.write(job.get("stderr", ""))
-    if job.get("error"):
-        print(f"server-responder submit: job {job['status']}: {job['error']}", file=sys.stderr)
-    exit_status = job.get("exit_status")
-    return exit_status if isinstance(exit_status, int) else 1
+    return print_job_output(job)
 
 
 class _Client:
