@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,3 +249,39 @@ def moto(tmp_path_factory) -> Iterator[MotoServer]:
 def image_id(moto) -> str:
     # Listing moto's images takes seconds; any one of them will do for every test of a module.
     return moto.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+@pytest.fixture
+def ec2(moto, image_id):
+    """EC2 of an empty moto account."""
+    moto.reset()
+    return moto.client("ec2")
+
+
+@pytest.fixture
+def launch(ec2, image_id):
+    """Start one instance in moto, with these tags; its id."""
+
+    def run(tags: dict[str, str] | None = None) -> str:
+        extra = {}
+        if tags:
+            extra["TagSpecifications"] = [{"ResourceType": "instance",
+                                           "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        return ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, **extra)["Instances"][0]["InstanceId"]
+
+    return run
+
+
+@pytest.fixture
+def aws_env(moto, tmp_path):
+    """The environment of a command that must reach moto's server and nothing else of AWS."""
+    return moto.environment(tmp_path)
+
+
+@pytest.fixture
+def dead_address():
+    """A loopback address nothing answers on: bound, never listening, so no other process can take the port."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    yield f"127.0.0.1:{holder.getsockname()[1]}"
+    holder.close()

@@ -3,7 +3,6 @@ responders are real ones on loopback, `submit --wake-instance-id`, and `submit -
 waiting for the result document in the fleet's bucket."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from server_responder.fleet.messages import job_id_for_message
 from server_responder.jobs.record import Job
 from server_responder.results.s3 import S3Location, S3ResultStore
 from server_responder.results.store import put_json
+from tests.moto_server import instance_state as state_of
 
 BUCKET = "fleet-results"
 STORE = f"s3://{BUCKET}/fleet"
@@ -21,31 +21,16 @@ TAG = "server-responder-fleet"
 
 
 @pytest.fixture
-def ec2(moto, image_id):
-    moto.reset()
-    return moto.client("ec2")
-
-
-@pytest.fixture
-def stopped_instance(ec2, image_id):
+def stopped_instance(ec2, launch):
     """Start one instance in moto, with these tags, and stop it; its id."""
 
     def make(tags: dict[str, str] | None = None) -> str:
-        extra = {}
-        if tags:
-            extra["TagSpecifications"] = [{"ResourceType": "instance",
-                                           "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-        instance_id = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, **extra)["Instances"][0]["InstanceId"]
+        instance_id = launch(tags)
         ec2.stop_instances(InstanceIds=[instance_id])
         assert state_of(ec2, instance_id) == "stopped"
         return instance_id
 
     return make
-
-
-@pytest.fixture
-def aws_env(moto, tmp_path):
-    return moto.environment(tmp_path)
 
 
 @pytest.fixture
@@ -58,11 +43,6 @@ def queue_url(moto) -> str:
 def bucket(moto, queue_url) -> str:
     moto.client("s3").create_bucket(Bucket=BUCKET)
     return BUCKET
-
-
-def state_of(ec2, instance_id: str) -> str:
-    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    return reservations[0]["Instances"][0]["State"]["Name"]
 
 
 def cli(*args: str, env: dict[str, str], stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
@@ -95,14 +75,11 @@ def test_wake_starts_a_stopped_instance_and_reports_it_ready_at_its_responder(ec
     assert state_of(ec2, instance_id) == "running"
 
 
-def test_wake_is_not_ready_while_nothing_answers_at_the_address(ec2, stopped_instance, aws_env, tmp_path):
+def test_wake_is_not_ready_while_nothing_answers_at_the_address(ec2, stopped_instance, aws_env, dead_address):
     instance_id = stopped_instance()
-    # Bound, never listening: connections are refused, and no other process can take the port meanwhile.
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{holder.getsockname()[1]}"
-        done = cli("wake", "--instance-id", instance_id, "--ready-timeout", "2", "--scheme", "http",
-                   "--address-override", f"{instance_id}={address}", env=aws_env)
+
+    done = cli("wake", "--instance-id", instance_id, "--ready-timeout", "2", "--scheme", "http",
+               "--address-override", f"{instance_id}={dead_address}", env=aws_env)
 
     assert done.returncode == 1
     report = lines(done.stdout)[instance_id]
