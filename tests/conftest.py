@@ -65,6 +65,8 @@ class RunningResponder:
     output: list[str] = field(default_factory=list)
     # Run the service through this (for example setpriv, to start it as another user).
     command_prefix: list[str] = field(default_factory=list)
+    # The port to listen on; 0 for any free one.
+    port: int = 0
 
     @property
     def token(self) -> str:
@@ -76,7 +78,7 @@ class RunningResponder:
 
     def start(self, timeout: float = 20) -> RunningResponder:
         self.process = subprocess.Popen(
-            [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", "0"],
+            [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", str(self.port)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + timeout

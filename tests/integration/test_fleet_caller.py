@@ -3,6 +3,7 @@ responders are real ones on loopback, `submit --wake-instance-id`, and `submit -
 waiting for the result document in the fleet's bucket."""
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,32 @@ def test_wake_starts_a_stopped_instance_and_reports_it_ready_at_its_responder(ec
     assert report["status"] == "ok" and report["accepting"] is True
     assert 0 <= report["seconds"] < 60
     assert state_of(ec2, instance_id) == "running"
+
+
+def test_wake_waits_until_the_responder_answers(ec2, stopped_instance, aws_env, make_responder):
+    box = make_responder(start=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        box.port = probe.getsockname()[1]
+    instance_id = stopped_instance()
+    waking = subprocess.Popen(
+        [sys.executable, "-m", "server_responder", "wake", "--instance-id", instance_id, "--ready-timeout", "120",
+         "--scheme", "http", "--address-override", f"{instance_id}=127.0.0.1:{box.port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=aws_env)
+    deadline = time.monotonic() + 60
+    while state_of(ec2, instance_id) != "running":
+        assert time.monotonic() < deadline and waking.poll() is None, waking.communicate()
+        time.sleep(0.1)
+    # EC2 says running, but nothing answers at the box's address yet: not ready.
+    assert waking.poll() is None
+    box.start()
+
+    stdout, stderr = waking.communicate(timeout=120)
+
+    assert waking.returncode == 0, stderr
+    report = lines(stdout)[instance_id]
+    assert report["ready"] is True and report["url"] == box.url == f"http://127.0.0.1:{box.port}"
+    assert report["seconds"] > 0
 
 
 def test_wake_is_not_ready_while_nothing_answers_at_the_address(ec2, stopped_instance, aws_env, dead_address):

@@ -89,7 +89,7 @@ def wake_for_submit(args: argparse.Namespace) -> str | None:
     if not waking.ready:
         print(f"server-responder submit: {waking.id} did not wake: {waking.problem}", file=sys.stderr)
         return None
-    print(f"server-responder submit: {waking.id} ready at {waking.url} after {waking.ready_after:.1f} s",
+    print(f"server-responder submit: {waking.id} ready at {waking.url} after {waking.seconds:.1f} s",
           file=sys.stderr)
     return waking.url
 

@@ -91,10 +91,10 @@ def submit(args: argparse.Namespace) -> int:
     body = job_request(args)
     if fleet.queued(args):
         return fleet.submit_to_queue(args, body)
+    token = _token(args)
     url = fleet.wake_for_submit(args) if args.wake_instance_id else args.url
     if url is None:
         return 1
-    token = _token(args)
     client = _Client(url.rstrip("/"), token, args.insecure)
     status, job = client.request("POST", "/jobs?wait=60", body)
     if status >= 400:

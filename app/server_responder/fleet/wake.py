@@ -32,17 +32,17 @@ class Waking:
     """One instance on its way to ready; `line()` is what `wake` prints for it."""
 
     id: str
-    started: float
     state: str = "unknown"
     url: str | None = None
-    ready_after: float | None = None
     health: dict[str, Any] | None = None
     problem: str | None = None
     failed: bool = False
+    # Seconds from the start of the wake until the instance was ready, failed, or the deadline passed.
+    seconds: float | None = None
 
     @property
     def ready(self) -> bool:
-        return self.ready_after is not None
+        return self.health is not None
 
     @property
     def settled(self) -> bool:
@@ -50,7 +50,7 @@ class Waking:
 
     def line(self) -> str:
         document: dict[str, Any] = {"id": self.id, "url": self.url, "ready": self.ready, "state": self.state,
-                                    "seconds": round(self.ready_after if self.ready else 0.0, 3)}
+                                    "seconds": round(self.seconds or 0.0, 3)}
         if self.health is not None:
             document["status"] = self.health.get("status")
             document["accepting"] = self.health.get("accepting")
@@ -93,17 +93,20 @@ class Waker:
         """Each instance once settled: as soon as it is ready, or failed, or, at the deadline, still waiting."""
         began = self.clock()
         deadline = began + ready_timeout
-        waiting = {instance_id: Waking(instance_id, began) for instance_id in dict.fromkeys(instance_ids)}
+        waiting = {instance_id: Waking(instance_id) for instance_id in dict.fromkeys(instance_ids)}
         pause = _FIRST_PAUSE_SECONDS
         while waiting:
             for description in self._describe(list(waiting)):
                 waking = waiting[description["InstanceId"]]
                 self._advance(waking, description)
             for instance_id in [instance_id for instance_id, waking in waiting.items() if waking.settled]:
-                yield waiting.pop(instance_id)
+                waking = waiting.pop(instance_id)
+                waking.seconds = self.clock() - began
+                yield waking
             remaining = deadline - self.clock()
             if waiting and remaining <= 0:
                 for waking in waiting.values():
+                    waking.seconds = self.clock() - began
                     waking.problem = (f"not ready after {ready_timeout:g} s (EC2 says {waking.state}"
                                       + (f"; {waking.problem}" if waking.problem else "") + ")")
                     yield waking
@@ -138,10 +141,10 @@ class Waker:
             instance = Instance(waking.id, instance_address(description, self.private_address))
             waking.url = self.client.base_url(instance)
             health, error = self.client.health(instance)
-            if health is not None:
-                waking.health, waking.ready_after = health, self.clock() - waking.started
+            if health is not None and isinstance(health.get("status"), str):
+                waking.health = health
             else:
-                waking.problem = f"the responder does not answer /health yet: {error}"
+                waking.problem = f"the responder does not answer /health yet: {error or 'not a /health document'}"
 
     def _start(self, waking: Waking) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
