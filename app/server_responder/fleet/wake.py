@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server_responder.reaper.program import Instance, ResponderClient, instance_address
+from server_responder.reaper.program import POLL_WORKERS, Instance, ResponderClient, instance_address
 
 # States an instance passes through on its way to running; a terminated one never gets there.
 _ON_THE_WAY = frozenset({"pending", "stopping", "stopped", "running"})
@@ -74,7 +75,7 @@ def tagged_instances(ec2: Any, tag_key: str, tag_value: str | None) -> list[str]
         raise WakeError(f"listing instances failed: {error}") from None
     if not ids:
         shown = tag_key if tag_value is None else f"{tag_key}={tag_value}"
-        raise WakeError(f"no instance tagged {shown} that is running, stopping or stopped")
+        raise WakeError(f"no instance tagged {shown} that is pending, running, stopping or stopped")
     return sorted(ids)
 
 
@@ -96,9 +97,12 @@ class Waker:
         waiting = {instance_id: Waking(instance_id) for instance_id in dict.fromkeys(instance_ids)}
         pause = _FIRST_PAUSE_SECONDS
         while waiting:
-            for description in self._describe(list(waiting)):
-                waking = waiting[description["InstanceId"]]
-                self._advance(waking, description)
+            running = [instance for description in self._describe(list(waiting))
+                       if (instance := self._advance(waiting[description["InstanceId"]], description))]
+            # Asked all at once: a box that does not answer yet costs one timeout per round, not one per box.
+            with ThreadPoolExecutor(max_workers=max(1, min(POLL_WORKERS, len(running)))) as pool:
+                for instance, answer in zip(running, pool.map(self.client.health, running)):
+                    self._judge_health(waiting[instance.id], *answer)
             for instance_id in [instance_id for instance_id, waking in waiting.items() if waking.settled]:
                 waking = waiting.pop(instance_id)
                 waking.seconds = self.clock() - began
@@ -130,8 +134,9 @@ class Waker:
         except BotoCoreError as error:
             raise WakeError(f"describing instances failed: {error}") from None
 
-    def _advance(self, waking: Waking, description: dict[str, Any]) -> None:
-        """One step towards ready for one instance, from what EC2 now says about it."""
+    def _advance(self, waking: Waking, description: dict[str, Any]) -> Instance | None:
+        """One step towards ready for one instance, from what EC2 now says about it; the instance to ask for
+        its health once EC2 says it runs."""
         waking.state = description.get("State", {}).get("Name", "unknown")
         if waking.state not in _ON_THE_WAY:
             waking.failed, waking.problem = True, f"the instance is {waking.state} and cannot be started"
@@ -140,11 +145,15 @@ class Waker:
         elif waking.state == "running":
             instance = Instance(waking.id, instance_address(description, self.private_address))
             waking.url = self.client.base_url(instance)
-            health, error = self.client.health(instance)
-            if health is not None and isinstance(health.get("status"), str):
-                waking.health = health
-            else:
-                waking.problem = f"the responder does not answer /health yet: {error or 'not a /health document'}"
+            return instance
+        return None
+
+    @staticmethod
+    def _judge_health(waking: Waking, health: dict[str, Any] | None, error: str | None) -> None:
+        if health is not None and isinstance(health.get("status"), str):
+            waking.health = health
+        else:
+            waking.problem = f"the responder does not answer /health yet: {error or 'not a /health document'}"
 
     def _start(self, waking: Waking) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
