@@ -166,3 +166,16 @@ def _document(answer: dict) -> dict:
 
 def _listed(value) -> list[str]:
     return value if isinstance(value, list) else [value]
+
+
+def test_the_outputs_are_what_submit_takes(moto, stack, tmp_path):
+    outputs = stack["outputs"]
+    done = subprocess.run([sys.executable, "-m", "server_responder", "submit", "--queue", outputs["QueueUrl"],
+                           "--store", outputs["Store"], "--script", "-"], input="print('to the fleet')\n",
+                          env=moto.environment(tmp_path), capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    queued = json.loads(done.stdout)
+    assert queued["result_url"] == f"s3://{outputs['ResultsBucket']}/jobs/results/{queued['job_id']}"
+    message = moto.client("sqs").receive_message(QueueUrl=outputs["QueueUrl"], WaitTimeSeconds=1)["Messages"][0]
+    assert json.loads(message["Body"])["script"] == "print('to the fleet')\n"
