@@ -1,4 +1,4 @@
-"""Shared fixtures: real responders started as processes on ephemeral loopback ports."""
+"""Shared fixtures: real responders started as processes on ephemeral loopback ports, moto's server for AWS."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from server_responder.jobs.containment import HostView, cgroup_places, data_dir_tag
 from server_responder.jobs.runner import SHARED_WORK_ROOT
+from tests.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -63,6 +65,8 @@ class RunningResponder:
     output: list[str] = field(default_factory=list)
     # Run the service through this (for example setpriv, to start it as another user).
     command_prefix: list[str] = field(default_factory=list)
+    # The port to listen on; 0 for any free one.
+    port: int = 0
 
     @property
     def token(self) -> str:
@@ -74,7 +78,7 @@ class RunningResponder:
 
     def start(self, timeout: float = 20) -> RunningResponder:
         self.process = subprocess.Popen(
-            [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", "0"],
+            [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", str(self.port)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.monotonic() + timeout
@@ -233,3 +237,53 @@ def make_responder(tmp_path: Path) -> Iterator:
 @pytest.fixture
 def responder(make_responder) -> RunningResponder:
     return make_responder()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory) -> Iterator[MotoServer]:
+    """One moto server per test module; tests that need an empty account call its `reset()`."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def image_id(moto) -> str:
+    # Listing moto's images takes seconds; any one of them will do for every test of a module.
+    return moto.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+
+@pytest.fixture
+def ec2(moto, image_id):
+    """EC2 of an empty moto account."""
+    moto.reset()
+    return moto.client("ec2")
+
+
+@pytest.fixture
+def launch(ec2, image_id):
+    """Start one instance in moto, with these tags; its id."""
+
+    def run(tags: dict[str, str] | None = None) -> str:
+        extra = {}
+        if tags:
+            extra["TagSpecifications"] = [{"ResourceType": "instance",
+                                           "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        return ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, **extra)["Instances"][0]["InstanceId"]
+
+    return run
+
+
+@pytest.fixture
+def aws_env(moto, tmp_path):
+    """The environment of a command that must reach moto's server and nothing else of AWS."""
+    return moto.environment(tmp_path)
+
+
+@pytest.fixture
+def dead_address():
+    """A loopback address nothing answers on: bound, never listening, so no other process can take the port."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    yield f"127.0.0.1:{holder.getsockname()[1]}"
+    holder.close()

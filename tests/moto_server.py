@@ -59,3 +59,9 @@ class MotoServer:
                    AWS_SHARED_CREDENTIALS_FILE=str(scratch / "no-aws-credentials"),
                    AWS_EC2_METADATA_DISABLED="true")
         return env
+
+
+def instance_state(ec2, instance_id: str) -> str:
+    """What EC2 says of one instance: pending, running, stopping, stopped, terminated."""
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return reservations[0]["Instances"][0]["State"]["Name"]

@@ -1,7 +1,6 @@
 """The reaper against the EC2 API of moto's standalone server, with real responders standing in for instances."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -10,61 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.moto_server import MotoServer
+from tests.moto_server import instance_state as state_of
 
 TAG = "server-responder"
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def image_id(moto) -> str:
-    # Listing moto's images takes seconds; any one of them will do for every test.
-    return moto.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-
-
-@pytest.fixture
-def ec2(moto, image_id):
-    moto.reset()
-    return moto.client("ec2")
-
-
-@pytest.fixture
-def launch(ec2, image_id):
-    """Start one instance in moto, with these tags; its id."""
-
-    def run(tags: dict[str, str] | None = None) -> str:
-        extra = {}
-        if tags:
-            extra["TagSpecifications"] = [{"ResourceType": "instance",
-                                           "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-        return ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, **extra)["Instances"][0]["InstanceId"]
-
-    return run
-
-
-@pytest.fixture
-def aws_env(moto, tmp_path):
-    return moto.environment(tmp_path)
-
-
-def state_of(ec2, instance_id: str) -> str:
-    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    return reservations[0]["Instances"][0]["State"]["Name"]
-
-
-@pytest.fixture
-def dead_address():
-    """A loopback address nothing answers on: bound, never listening, so no other process can take the port."""
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    yield f"127.0.0.1:{holder.getsockname()[1]}"
-    holder.close()
 
 
 def loopback(responder) -> str:

@@ -1,4 +1,4 @@
-"""The `server-responder` command: serve, config, sign, submit, reap, cat, prune, presign."""
+"""The `server-responder` command: serve, config, sign, submit, reap, wake, cat, prune, presign."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from server_responder import __version__
-from server_responder.cli import jobs, reap, results, serve
+from server_responder.cli import fleet, jobs, reap, results, serve
 from server_responder.cli.common import Command
 from server_responder.settings import SettingsError
 
-COMMANDS: tuple[Command, ...] = (*serve.COMMANDS, *jobs.COMMANDS, *reap.COMMANDS, *results.COMMANDS)
+COMMANDS: tuple[Command, ...] = (*serve.COMMANDS, *jobs.COMMANDS, *reap.COMMANDS, *fleet.COMMANDS,
+                                *results.COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

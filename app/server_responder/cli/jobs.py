@@ -10,7 +10,8 @@ import time
 from http import HTTPStatus
 from pathlib import Path
 
-from server_responder.cli.common import Command, config_option, load_settings
+from server_responder.cli import fleet
+from server_responder.cli.common import Command, config_option, job_exit_status, load_settings, print_job_output
 from server_responder.http_client import HttpClient
 from server_responder.settings import Settings
 
@@ -66,10 +67,11 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     parser.add_argument("--follow", action="store_true", help="print the job's output as it arrives")
+    fleet.add_submit_options(parser)
 
 
-def submit(args: argparse.Namespace) -> int:
-    token = _token(args)
+def job_request(args: argparse.Namespace) -> dict[str, object]:
+    """The JSON job request of submit's options, as `POST /jobs` takes it (and a queue message carries it)."""
     body: dict[str, object]
     if args.script:
         body = {"type": "script", "language": args.language, "script": _read_input(args.script)}
@@ -83,7 +85,18 @@ def submit(args: argparse.Namespace) -> int:
         body["results_location"] = args.results_location
     if args.env:
         body["env"] = dict(item.split("=", 1) for item in args.env if "=" in item)
-    client = _Client(args.url.rstrip("/"), token, args.insecure)
+    return body
+
+
+def submit(args: argparse.Namespace) -> int:
+    body = job_request(args)
+    if fleet.queued(args):
+        return fleet.submit_to_queue(args, body)
+    token = _token(args)
+    url = fleet.wake_for_submit(args) if args.wake_instance_id else args.url
+    if url is None:
+        return 1
+    client = _Client(url.rstrip("/"), token, args.insecure)
     status, job = client.request("POST", "/jobs" if args.follow else "/jobs?wait=60", body)
     if status >= 400:
         print(f"server-responder submit: {status} {job.get('error')}: {job.get('detail')}", file=sys.stderr)
@@ -93,14 +106,8 @@ def submit(args: argparse.Namespace) -> int:
         time.sleep(0.5)
         status, job = client.request("GET", f"/jobs/{job['id']}")
     if followed is not None:
-        job = followed
-    else:
-        sys.stdout.write(job.get("stdout", ""))
-        sys.stderr.write(job.get("stderr", ""))
-    if job.get("error"):
-        print(f"server-responder submit: job {job['status']}: {job['error']}", file=sys.stderr)
-    exit_status = job.get("exit_status")
-    return exit_status if isinstance(exit_status, int) else 1
+        return job_exit_status(followed)
+    return print_job_output(job)
 
 
 def _followed(client: _Client, job: dict, insecure: bool) -> dict | None:

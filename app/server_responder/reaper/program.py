@@ -161,10 +161,14 @@ def list_running_instances(ec2: Any, tag_key: str, tag_value: str | None, privat
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page.get("Reservations", []):
             for found in reservation.get("Instances", []):
-                public, internal = found.get("PublicIpAddress"), found.get("PrivateIpAddress")
-                address = internal if private else (public or internal)
-                instances.append(Instance(found["InstanceId"], address))
+                instances.append(Instance(found["InstanceId"], instance_address(found, private)))
     return sorted(instances, key=lambda instance: instance.id)
+
+
+def instance_address(description: Mapping[str, Any], private: bool) -> str | None:
+    """The address to reach an instance EC2 describes: its private one, or its public one where it has one."""
+    public, internal = description.get("PublicIpAddress"), description.get("PrivateIpAddress")
+    return internal if private else (public or internal)
 
 
 class ResponderClient:
@@ -205,11 +209,15 @@ class ResponderClient:
     def resume(self, instance: Instance) -> tuple[dict[str, Any] | None, str | None]:
         return self._document("DELETE", instance, "/drain")
 
-    def _document(self, method: str, instance: Instance, path: str) -> tuple[dict[str, Any] | None, str | None]:
+    def health(self, instance: Instance) -> tuple[dict[str, Any] | None, str | None]:
+        return self._document("GET", instance, "/health", authorized=False)
+
+    def _document(self, method: str, instance: Instance, path: str,
+                  authorized: bool = True) -> tuple[dict[str, Any] | None, str | None]:
         base = self.base_url(instance)
         if base is None:
             return None, "no IP address"
-        status, document, error = self._request(method, base + path, authorized=True)
+        status, document, error = self._request(method, base + path, authorized=authorized)
         if error is not None:
             return None, error
         if status not in (200, 202) or not isinstance(document, dict):
@@ -332,12 +340,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop an instance idle at least this long (default 15)")
     parser.add_argument("--unreachable-minutes", type=float, default=30.0,
                         help="stop an instance that has not answered for this long (default 30)")
-    parser.add_argument("--region", help="AWS region (default from the AWS configuration)")
-    parser.add_argument("--scheme", choices=("https", "http"), default="https")
-    parser.add_argument("--port", type=int, help="responder port (default 443 for https, 80 for http)")
-    parser.add_argument("--insecure", action="store_true", help="do not verify the responders' TLS certificates")
-    parser.add_argument("--private-address", action="store_true",
-                        help="poll private IP addresses (the companion is in the instances' VPC)")
+    add_reach_arguments(parser)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
     parser.add_argument("--drain", action="store_true", help="drain an idle instance (POST /drain) before stopping it")
     parser.add_argument("--token-file", metavar="FILE",
@@ -346,9 +349,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report what would be stopped; drain nothing, stop nothing, write no state")
     parser.add_argument("--state-file", type=Path, metavar="FILE",
                         help=f"when each instance first failed to answer (default {default_state_file()})")
+
+
+def add_reach_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, insecure: bool = True) -> None:
+    """How to reach the responders of EC2 instances: the region, and the scheme, port and address to use."""
+    parser.add_argument("--region", help="AWS region (default from the AWS configuration)")
+    parser.add_argument("--scheme", choices=("https", "http"), default="https")
+    parser.add_argument("--port", type=int, help="responder port (default 443 for https, 80 for http)")
+    if insecure:
+        parser.add_argument("--insecure", action="store_true",
+                            help="do not verify the responders' TLS certificates")
+    parser.add_argument("--private-address", action="store_true",
+                        help="reach instances at their private IP addresses (from inside their VPC)")
     parser.add_argument("--address-override", action="append", default=[], metavar="ID=HOST:PORT",
-                        help="poll this instance at HOST:PORT instead of its EC2 address (tunnels, tests); "
+                        help="reach this instance at HOST:PORT instead of its EC2 address (tunnels, tests); "
                              "repeatable")
+
+
+def responder_port(args: argparse.Namespace) -> int:
+    """The port of `--port`, else the scheme's own."""
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError("--port: must be between 1 and 65535")
+    return args.port or (443 if args.scheme == "https" else 80)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -366,8 +388,6 @@ def options_from_args(args: argparse.Namespace) -> ReapOptions:
     for name in ("idle_minutes", "unreachable_minutes", "timeout"):
         if getattr(args, name) < 0 or (name == "timeout" and args.timeout == 0):
             raise UsageError(f"--{name.replace('_', '-')}: must be {'positive' if name == 'timeout' else '>= 0'}")
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise UsageError("--port: must be between 1 and 65535")
     if not args.tag_key:
         raise UsageError("--tag-key: must not be empty")
     return ReapOptions(tag_key=args.tag_key, tag_value=args.tag_value, idle_threshold=args.idle_minutes * 60,
@@ -403,8 +423,8 @@ def reap(args: argparse.Namespace, environ: Mapping[str, str] = os.environ, out:
 
     try:
         options = options_from_args(args)
-        client = ResponderClient(args.scheme, args.port or (443 if args.scheme == "https" else 80), args.insecure,
-                                 args.timeout, drain_token(args, environ), parse_overrides(args.address_override))
+        client = ResponderClient(args.scheme, responder_port(args), args.insecure, args.timeout,
+                                 drain_token(args, environ), parse_overrides(args.address_override))
         state = UnreachableLog(args.state_file or default_state_file())
     except UsageError as error:
         print(f"server-responder reap: {error}", file=err)
