@@ -93,6 +93,12 @@ def result(s3, job_id: str) -> dict:
     return json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/results/{job_id}")["Body"].read())
 
 
+def job_status(box, job_id: str) -> str | None:
+    """The job's status on this box; None before the box has taken its message."""
+    answer = box.request("GET", f"/jobs/{job_id}", token=False)
+    return answer.json()["status"] if answer.status == 200 else None
+
+
 def queue_counts(sqs, queue_url: str) -> tuple[int, int]:
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
@@ -229,3 +235,58 @@ def test_an_idle_box_leaves_its_group_and_the_group_shrinks(fleet_box, aws, sqs,
     assert done["detail"] == f"left Auto Scaling group {group_name}"
     assert not marker.exists()
     assert box.request("GET", "/last_job", token=False).json()["draining"] is True
+
+
+def test_a_message_is_deleted_only_once_its_spooled_result_is_delivered_also_across_a_restart(fleet_box, aws, sqs):
+    queue_url, _ = make_queue(sqs)
+    late_bucket = "created-later"
+    box = fleet_box(queue_url, workers=1, store=f"s3://{late_bucket}/{PREFIX}")
+    [job_id] = send_jobs(sqs, queue_url, [{"script": "echo spooled", "language": "sh"}])
+    wait_until(lambda: job_status(box, job_id) == "succeeded", timeout=30, what="the job run")
+    assert log_events(box, "upload.failed")
+
+    # Longer than the visibility timeout: the heartbeat keeps the message hidden while its result is spooled.
+    deadline = time.monotonic() + VISIBILITY + 2
+    while time.monotonic() < deadline:
+        assert queue_counts(sqs, queue_url) == (0, 1)
+        time.sleep(0.2)
+    box.stop()
+    assert (box.data_dir / "queue" / f"{job_id}.json").exists()
+    box.start()
+    wait_until(lambda: log_events(box, "queue.recovered"), timeout=10, what="the receipt taken up again")
+    assert queue_counts(sqs, queue_url) == (0, 1)
+
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=late_bucket)
+    wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=30, what="the message deleted")
+    stored = json.loads(s3.get_object(Bucket=late_bucket, Key=f"{PREFIX}/results/{job_id}")["Body"].read())
+    assert stored["results"] == "spooled\n" and stored["receive_count"] == 1
+    assert not (box.data_dir / "queue" / f"{job_id}.json").exists()
+    assert len([e for e in log_events(box, "job.started") if e["job_id"] == job_id]) == 1
+
+
+def test_a_job_interrupted_by_a_stop_gives_its_message_back_and_runs_again(fleet_box, aws, sqs, tmp_path):
+    queue_url, _ = make_queue(sqs, max_receive_count=5)
+    box = fleet_box(queue_url, workers=1)
+    gate = tmp_path / "gate"
+    [job_id] = send_jobs(sqs, queue_url, [{"script": gated(gate, "second run"), "timeout": 60}])
+    wait_until(lambda: job_status(box, job_id) == "running", timeout=30, what="the job running")
+    box.stop()
+    # Given back at once by the stopping box, not after the visibility timeout.
+    assert queue_counts(sqs, queue_url) == (1, 0)
+    gate.touch()
+    box.start()
+    wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=30, what="the message deleted")
+    stored = result(aws.client("s3"), job_id)
+    assert stored["status"] == "succeeded" and stored["results"] == "second run\n" and stored["receive_count"] == 2
+
+
+def test_a_box_whose_group_cannot_be_found_keeps_working_and_says_why(fleet_box, aws, sqs):
+    queue_url, _ = make_queue(sqs)
+    box = fleet_box(queue_url, workers=1, idle_action="leave-group", instance_id="i-00000000000000000")
+    [job_id] = send_jobs(sqs, queue_url, [{"script": "echo alone", "language": "sh"}])
+    wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=30, what="the job run and its message deleted")
+    assert result(aws.client("s3"), job_id)["results"] == "alone\n"
+    [missing, *_] = log_events(box, "fleet.no_group")
+    assert missing["instance_id"] == "i-00000000000000000" and missing["retry_in_s"] > 0
+    assert box.request("GET", "/health", token=False).json()["status"] == "ok"

@@ -166,6 +166,11 @@ class QueueConsumer:
         for thread in self._threads:
             thread.join(STOP_WAIT_SECONDS)
         self._threads = []
+        try:
+            # Jobs the stop interrupted give their messages back now, for another box, not after the timeout.
+            self._settle()
+        except Exception:
+            log.exception("queue messages not settled at stop", extra={"event": "queue.fault"})
 
     def tracked(self) -> int:
         with self._lock:
