@@ -42,14 +42,16 @@ class GroupUnavailable(RuntimeError):
 
 def instance_id_from_metadata(base: str = IMDS, timeout: float = IMDS_TIMEOUT_SECONDS) -> str:
     """This instance's id from the instance metadata service, with an IMDSv2 session token."""
+    # Never through a proxy the environment names: the metadata service answers only on the instance itself.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     token_request = urllib.request.Request(base + "/latest/api/token", method="PUT",
                                            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
     try:
-        with urllib.request.urlopen(token_request, timeout=timeout) as answer:
+        with opener.open(token_request, timeout=timeout) as answer:
             token = answer.read().decode()
         id_request = urllib.request.Request(base + "/latest/meta-data/instance-id",
                                             headers={"X-aws-ec2-metadata-token": token})
-        with urllib.request.urlopen(id_request, timeout=timeout) as answer:
+        with opener.open(id_request, timeout=timeout) as answer:
             return answer.read().decode().strip()
     except (OSError, ValueError) as error:
         raise GroupUnavailable(f"the instance metadata service did not answer: {error}") from None
