@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 log = logging.getLogger("server_responder.fleet")
 
@@ -23,6 +20,13 @@ IMDS_TIMEOUT_SECONDS = 2.0
 # A failed call is tried again after this long, doubling up to the maximum.
 RETRY_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
+
+
+def aws_errors() -> tuple[type[BaseException], ...]:
+    """What a failed AWS call raises; looked up only when something was raised (botocore is slow to import)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError
 
 
 def aws_client(service: str) -> Any:
@@ -42,6 +46,8 @@ class GroupUnavailable(RuntimeError):
 
 def instance_id_from_metadata(base: str = IMDS, timeout: float = IMDS_TIMEOUT_SECONDS) -> str:
     """This instance's id from the instance metadata service, with an IMDSv2 session token."""
+    import urllib.request
+
     # Never through a proxy the environment names: the metadata service answers only on the instance itself.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     token_request = urllib.request.Request(base + "/latest/api/token", method="PUT",
@@ -114,7 +120,7 @@ class GroupMembership:
         try:
             instance_id = self.instance_id()
             found = self.client.describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]
-        except (GroupUnavailable, BotoCoreError, ClientError) as error:
+        except (GroupUnavailable, *aws_errors()) as error:
             delay = self._lookup.failed()
             log.warning("Auto Scaling group not known yet", extra={
                 "event": "fleet.group_lookup_failed", "reason": describe_error(error), "retry_in_s": delay})
@@ -142,7 +148,7 @@ class GroupMembership:
                                                     ProtectedFromScaleIn=busy)
             except GroupUnavailable:
                 return
-            except (BotoCoreError, ClientError) as error:
+            except aws_errors() as error:
                 delay = self._protection.failed()
                 log.warning("scale-in protection not changed", extra={
                     "event": "fleet.protection_failed", "protect": busy, "reason": describe_error(error),
@@ -162,14 +168,16 @@ class GroupMembership:
                                                                      ShouldDecrementDesiredCapacity=True)
             except GroupUnavailable as error:
                 return False, str(error)
-            except (BotoCoreError, ClientError) as error:
+            except aws_errors() as error:
                 return False, describe_error(error)
             self.left = True
         return True, f"left Auto Scaling group {group}"
 
 
 def describe_error(error: BaseException) -> str:
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
+    """An AWS failure in a log line: the error code and message, never the request."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        details = response.get("Error", {})
         return f"{details.get('Code', 'error')}: {details.get('Message', '')}".strip()
     return f"{type(error).__name__}: {error}"

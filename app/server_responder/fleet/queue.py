@@ -31,10 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from server_responder.files import write_atomically
-from server_responder.fleet.group import Backoff, aws_client, describe_error
+from server_responder.fleet.group import Backoff, aws_client, aws_errors, describe_error
 from server_responder.fleet.messages import (
     InvalidMessage, excerpt, job_id_for_message, parse_message, receive_count,
 )
@@ -198,7 +196,7 @@ class QueueConsumer:
                     QueueUrl=self.queue_url, MaxNumberOfMessages=count, WaitTimeSeconds=self.settings.queue_wait_seconds,
                     VisibilityTimeout=self.settings.queue_visibility_timeout,
                     AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
-            except (BotoCoreError, ClientError) as error:
+            except aws_errors() as error:
                 delay = backoff.failed()
                 log.warning("queue receive failed", extra={"event": "queue.receive_failed", "reason": describe_error(error),
                                                            "retry_in_s": delay})
@@ -346,7 +344,7 @@ class QueueConsumer:
             entries = [{"Id": str(n), "ReceiptHandle": receipt.handle, **extra} for n, receipt in enumerate(chunk)]
             try:
                 answer = getattr(self.client, action)(QueueUrl=self.queue_url, Entries=entries)
-            except (BotoCoreError, ClientError) as error:
+            except aws_errors() as error:
                 log.warning("queue call failed; tried again later", extra={
                     "event": "queue.call_failed", "action": action, "reason": describe_error(error)})
                 failed.update({receipt.job_id: "call_failed" for receipt in chunk})
