@@ -78,7 +78,8 @@ def one_round(moto: MotoServer, scratch: Path, boxes: int, jobs: int, workers: i
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="messages per round (default 200)")
-    parser.add_argument("--workers", type=int, default=1, help="workers of each responder (default 1: the curve shows boxes)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers of each responder (default 1: the curve shows boxes)")
     parser.add_argument("--boxes", type=int, nargs="+", default=[1, 2, 4], help="responders per round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as scratch_name:

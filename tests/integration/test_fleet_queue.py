@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from server_responder.fleet.messages import job_id_for_message
@@ -287,12 +285,25 @@ def test_a_job_interrupted_by_a_stop_gives_its_message_back_and_runs_again(fleet
     assert stored["status"] == "succeeded" and stored["results"] == "second run\n" and stored["receive_count"] == 2
 
 
-def test_a_box_whose_group_cannot_be_found_keeps_working_and_says_why(fleet_box, aws, sqs):
+def test_a_box_whose_group_cannot_be_found_keeps_working_and_says_why(fleet_box, aws, sqs, tmp_path):
     queue_url, _ = make_queue(sqs)
-    box = fleet_box(queue_url, workers=1, idle_action="leave-group", instance_id="i-00000000000000000")
+    marker = tmp_path / "powered-off"
+    box = fleet_box(queue_url, workers=1, idle_action="leave-group", instance_id="i-00000000000000000",
+                    shutdown_command=shutdown_recorder(marker), idle_shutdown_minutes=0.05,
+                    idle_boot_grace_minutes=0, idle_check_seconds=0.2)
     [job_id] = send_jobs(sqs, queue_url, [{"script": "echo alone", "language": "sh"}])
     wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=30, what="the job run and its message deleted")
     assert result(aws.client("s3"), job_id)["results"] == "alone\n"
     [missing, *_] = log_events(box, "fleet.no_group")
     assert missing["instance_id"] == "i-00000000000000000" and missing["retry_in_s"] > 0
+
+    # Idle, it cannot leave a group it is not in: it says so, lifts its drain and goes on working.
+    [failed] = wait_until(lambda: log_events(box, "idle.shutdown_failed"), timeout=30, what="the failed leave")
+    assert "is in no Auto Scaling group" in failed["detail"]
+    wait_until(lambda: box.request("GET", "/last_job", token=False).json()["draining"] is False, timeout=10,
+               what="the drain lifted")
+    [again] = send_jobs(sqs, queue_url, [{"script": "echo still working", "language": "sh"}])
+    wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=30, what="a later job run")
+    assert result(aws.client("s3"), again)["results"] == "still working\n"
+    assert not marker.exists()
     assert box.request("GET", "/health", token=False).json()["status"] == "ok"

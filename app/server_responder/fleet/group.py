@@ -97,6 +97,7 @@ class GroupMembership:
         # What the group was last told about scale-in protection (None: nothing yet).
         self.protected: bool | None = None
         self._lookup = Backoff()
+        self._lookup_error = ""
         self._protection = Backoff()
         self.left = False
 
@@ -116,20 +117,22 @@ class GroupMembership:
         if self.group_name is not None:
             return self.group_name
         if not self._lookup.due():
-            raise GroupUnavailable("the group lookup failed recently")
+            raise GroupUnavailable(f"{self._lookup_error} (looked up again later)")
         try:
             instance_id = self.instance_id()
             found = self.client.describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]
         except (GroupUnavailable, *aws_errors()) as error:
             delay = self._lookup.failed()
+            self._lookup_error = describe_error(error)
             log.warning("Auto Scaling group not known yet", extra={
                 "event": "fleet.group_lookup_failed", "reason": describe_error(error), "retry_in_s": delay})
             raise GroupUnavailable(describe_error(error)) from None
         if not found:
             delay = self._lookup.failed()
+            self._lookup_error = f"instance {instance_id} is in no Auto Scaling group"
             log.warning("this instance is in no Auto Scaling group", extra={
                 "event": "fleet.no_group", "instance_id": instance_id, "retry_in_s": delay})
-            raise GroupUnavailable(f"instance {instance_id} is in no Auto Scaling group")
+            raise GroupUnavailable(self._lookup_error)
         self._lookup.succeeded()
         self.group_name = found[0]["AutoScalingGroupName"]
         log.info("member of an Auto Scaling group", extra={

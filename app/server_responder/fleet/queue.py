@@ -170,10 +170,6 @@ class QueueConsumer:
         except Exception:
             log.exception("queue messages not settled at stop", extra={"event": "queue.fault"})
 
-    def tracked(self) -> int:
-        with self._lock:
-            return len(self._tracked)
-
     # ---- receiving ---------------------------------------------------------------------------------------------
 
     def _receive_loop(self) -> None:
@@ -193,13 +189,14 @@ class QueueConsumer:
                 continue
             try:
                 messages = self.client.receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=count, WaitTimeSeconds=self.settings.queue_wait_seconds,
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=count,
+                    WaitTimeSeconds=self.settings.queue_wait_seconds,
                     VisibilityTimeout=self.settings.queue_visibility_timeout,
                     AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
             except aws_errors() as error:
                 delay = backoff.failed()
-                log.warning("queue receive failed", extra={"event": "queue.receive_failed", "reason": describe_error(error),
-                                                           "retry_in_s": delay})
+                log.warning("queue receive failed", extra={
+                    "event": "queue.receive_failed", "reason": describe_error(error), "retry_in_s": delay})
                 self._stopping.wait(delay)
                 continue
             except Exception:
@@ -296,7 +293,10 @@ class QueueConsumer:
             job = self.jobs.get(receipt.job_id)
             if job is not None and not job.finished:
                 continue  # run again here (a redelivery of a finished job): it is settled when it finishes
-            state = "forgotten" if job is None else INTERRUPTED if job.status == INTERRUPTED else self._result_state(job)
+            if job is None:
+                state = "forgotten"  # its record pruned before its result was delivered
+            else:
+                state = INTERRUPTED if job.status == INTERRUPTED else self._result_state(job)
             if state == STORED:
                 done.append(receipt)
             elif state != PENDING:
