@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from server_responder.fleet.group import Backoff, describe_error
 from server_responder.fleet.messages import InvalidMessage, excerpt, job_id_for_message, parse_message, receive_count
 from server_responder.fleet.queue import MISSING, PENDING, STORED, receivable, result_state
 from server_responder.jobs.record import Job
@@ -76,3 +77,24 @@ def test_a_result_counts_as_stored_only_once_delivered_and_final():
     assert result_state(job, {"job_id": "e" * 40, "status": "succeeded"}, spooled=False) == MISSING
     # An earlier run's document, written when its service stopped mid-job, is not this job's result.
     assert result_state(job, {"job_id": job.id, "status": "interrupted"}, spooled=False) == MISSING
+
+
+def test_a_failing_aws_call_is_tried_again_later_and_later_up_to_a_bound():
+    now = [100.0]
+    backoff = Backoff(clock=lambda: now[0])
+    assert backoff.due()
+    delays = [backoff.failed() for _ in range(12)]
+    assert delays[:3] == [5.0, 10.0, 20.0] and delays[-1] == 300.0 and not backoff.due()
+    now[0] += 300.0
+    assert backoff.due()
+    backoff.succeeded()
+    assert backoff.failed() == 5.0
+
+
+def test_an_aws_failure_is_described_by_its_code_and_message():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    refused = ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, "SetInstanceProtection")
+    assert describe_error(refused) == "AccessDenied: not allowed"
+    assert describe_error(EndpointConnectionError(endpoint_url="http://127.0.0.1:9")).startswith(
+        "EndpointConnectionError: ")
