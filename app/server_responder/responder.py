@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass, replace
 
 from server_responder.files import write_atomically
+from server_responder.fleet.member import FleetMember
 from server_responder.jobs.callbacks import CompletionCallbacks
 from server_responder.jobs.containment import containment_status, detect_containment
 from server_responder.jobs.runner import (
@@ -65,6 +66,8 @@ class Responder:
     results: ResultLookup
     deliveries: PushDeliveries
     uploads: UploadSpool | None = None
+    # The queue and the Auto Scaling group, for a box in a fleet; None for a single box.
+    fleet: FleetMember | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Responder:
@@ -78,8 +81,9 @@ class Responder:
         jobs.on_finished(CompletionCallbacks(settings, uploads).job_finished)
         drain = DrainSwitch(settings.data_dir / "drain.json", jobs, current_boot_id())
         deliveries = PushDeliveries(jobs, settings.data_dir / "github_deliveries")
+        fleet = FleetMember.for_settings(settings, jobs, types, drain, store, uploads)
         return cls(settings, store, clock, types, jobs, drain, ResultLookup(store, jobs.pending_for), deliveries,
-                   uploads)
+                   uploads, fleet)
 
     def start(self) -> None:
         self.jobs.start()

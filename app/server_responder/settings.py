@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import shutil
 import tomllib
 from collections.abc import Mapping
@@ -72,6 +73,9 @@ def default_job_memory_max(meminfo: Path = Path("/proc/meminfo")) -> int:
     return 0
 
 
+# What an idle box does: power off (a single box, stopped and woken again), or leave its Auto Scaling group.
+IDLE_ACTIONS = ("poweroff", "leave-group")
+
 SECRET_NAMES = ("api_key", "code_secret", "admin_pass", "github_secret")
 
 
@@ -127,6 +131,12 @@ class Settings:
     idle_check_seconds: float = 60.0
     idle_boot_grace_minutes: float = 10.0
     max_lifetime_minutes: float = 0.0
+    idle_action: str = "poweroff"
+    instance_id: str = ""
+    queue_url: str = ""
+    queue_wait_seconds: int = 20
+    queue_visibility_timeout: int = 120
+    queue_heartbeat_seconds: float = 30.0
     api_key: Secret | None = None
     code_secret: Secret | None = None
     admin_pass: Secret | None = None
@@ -334,6 +344,16 @@ def _validate(s: Settings) -> None:
     check(s.idle_boot_grace_minutes >= 0, "idle_boot_grace_minutes", "must not be negative")
     check(s.max_lifetime_minutes >= 0, "max_lifetime_minutes", "must not be negative")
     check(bool(s.shutdown_command), "shutdown_command", "must not be empty")
+    check(s.idle_action in IDLE_ACTIONS, "idle_action", f"must be one of {', '.join(IDLE_ACTIONS)}")
+    check(not s.instance_id or re.fullmatch(r"i-[0-9a-f]{8,32}", s.instance_id) is not None, "instance_id",
+          "must be an EC2 instance id such as i-0123456789abcdef0 (empty: asked of the instance metadata)")
+    check(not s.queue_url or s.queue_url.startswith(("http://", "https://")), "queue_url",
+          "must be an SQS queue URL (http or https)")
+    check(0 <= s.queue_wait_seconds <= 20, "queue_wait_seconds", "must be between 0 and 20 (SQS long polling)")
+    check(2 <= s.queue_visibility_timeout <= 43200, "queue_visibility_timeout",
+          "must be between 2 and 43200 seconds")
+    check(0 < s.queue_heartbeat_seconds < s.queue_visibility_timeout, "queue_heartbeat_seconds",
+          "must be positive and shorter than queue_visibility_timeout")
     check(bool(s.languages), "languages", "no interpreter configured or installed")
     check(s.store.startswith(("s3://", "file://", "/")) or "://" not in s.store, "store",
           "must be a path, a file:// URL or an s3://bucket/prefix URL")

@@ -11,7 +11,7 @@ import pytest
 
 from server_responder.jobs.journal import JobJournal
 from server_responder.jobs.record import INTERRUPTED, QUEUED, RUNNING, Job
-from server_responder.jobs.service import DataDirUnwritable, NotAccepting, QueueFull
+from server_responder.jobs.service import DataDirUnwritable, JobExists, NotAccepting, QueueFull
 from server_responder.responder import Responder
 from server_responder.results.store import get_json
 from server_responder.settings import Settings
@@ -344,3 +344,27 @@ def test_a_jobs_processes_are_gone_before_it_is_final_and_its_cell_is_removed_af
     finally:
         responder.stop()
     assert seen == {"ended_empty": True, "ended_while": RUNNING, "removed_while": "succeeded"}
+
+
+def test_a_job_submitted_with_its_own_id_runs_once_at_a_time_and_again_once_finished(tmp_path):
+    responder = make(tmp_path)
+    responder.start()
+    gate = tmp_path / "gate"
+    job_id = "c" * 40
+    try:
+        first = responder.jobs.submit("script", script(f"import os, time\nwhile not os.path.exists({str(gate)!r}): "
+                                                       "time.sleep(0.02)\nprint('first')"),
+                                      job_id=job_id, details={"receive_count": 1})
+        assert first.id == job_id and first.results_location == f"results/{job_id}"
+        with pytest.raises(JobExists):
+            responder.jobs.submit("script", script("print('twice at once')"), job_id=job_id)
+        gate.touch()
+        assert responder.jobs.wait(job_id, 10).stdout == "first\n"
+        assert get_json(responder.store, first.results_location)["receive_count"] == 1
+        again = responder.jobs.submit("script", script("print('again')"), job_id=job_id, details={"receive_count": 2})
+        assert responder.jobs.wait(again.id, 10).stdout == "again\n"
+        assert get_json(responder.store, first.results_location)["receive_count"] == 2
+        with pytest.raises(ValueError, match="40 lowercase hex"):
+            responder.jobs.submit("script", script("print(1)"), job_id="../escape")
+    finally:
+        responder.stop()

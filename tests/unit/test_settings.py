@@ -46,6 +46,12 @@ def test_original_variable_names_are_kept(tmp_path: Path):
     ("MAX_EVENT_STREAMS", "32", "max_event_streams"),
     ("EVENT_KEEPALIVE_SECONDS", "0", "event_keepalive_seconds"),
     ("METRICS_PUBLIC", "maybe", "metrics_public"),
+    ("IDLE_ACTION", "terminate", "idle_action"),
+    ("INSTANCE_ID", "my-box", "instance_id"),
+    ("QUEUE_URL", "sqs://jobs", "queue_url"),
+    ("QUEUE_WAIT_SECONDS", "30", "queue_wait_seconds"),
+    ("QUEUE_VISIBILITY_TIMEOUT", "1", "queue_visibility_timeout"),
+    ("QUEUE_HEARTBEAT_SECONDS", "500", "queue_heartbeat_seconds"),
 ])
 def test_invalid_settings_are_refused_naming_the_key(tmp_path: Path, name, value, named):
     with pytest.raises(SettingsError, match=f"^{named}:"):

@@ -25,7 +25,7 @@ def serve(args: argparse.Namespace) -> int:
     from server_responder.logging_setup import configure_logging
     from server_responder.responder import Responder, ensure_api_key
     from server_responder.web.app import (
-        IdleWatchPlugin, ResponderPlugin, UploadPlugin, build_app, connection_limits, server_config,
+        FleetPlugin, IdleWatchPlugin, ResponderPlugin, UploadPlugin, build_app, connection_limits, server_config,
     )
     from server_responder.web.server import install_server
 
@@ -46,6 +46,7 @@ def serve(args: argparse.Namespace) -> int:
     ResponderPlugin(cherrypy.engine, responder).subscribe()
     UploadPlugin(cherrypy.engine, responder).subscribe()
     IdleWatchPlugin(cherrypy.engine, responder).subscribe()
+    FleetPlugin(cherrypy.engine, responder).subscribe()
     if hasattr(cherrypy.engine, "signal_handler"):
         cherrypy.engine.signal_handler.subscribe()
     cherrypy.engine.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -37,6 +38,7 @@ log = logging.getLogger("server_responder.jobs")
 UNSAVED_KEPT = 500
 # The last jobs to finish, kept in memory too: a waiting caller's answer needs no read.
 RECENT_KEPT = 64
+_JOB_ID = re.compile(r"[0-9a-f]{40}")
 
 
 class QueueFull(RuntimeError):
@@ -49,6 +51,10 @@ class NotAccepting(RuntimeError):
 
 class JobNotFound(KeyError):
     pass
+
+
+class JobExists(RuntimeError):
+    """A job of this id is queued or running already; it is not started a second time."""
 
 
 class DataDirUnwritable(RuntimeError):
@@ -84,6 +90,8 @@ class JobService:
         # Workers wait for work on their own condition (same lock), so a release wakes none of them.
         self._work_ready = threading.Condition(lock)
         self._accepting_now = 0
+        # Ids given by the caller that are being accepted now: two submits of one id never both get in.
+        self._claimed: set[str] = set()
         self._workers: list[threading.Thread] = []
         self._accepting = False
         self._stopping = False
@@ -175,35 +183,45 @@ class JobService:
                 self._remove_workspace(entry)
 
     def submit(self, job_type: str, spec: dict[str, Any], results_location: str | None = None,
-               request_id: str | None = None) -> Job:
+               request_id: str | None = None, *, job_id: str | None = None,
+               details: dict[str, Any] | None = None) -> Job:
+        """Accept a job; `job_id` names it when the caller already knows its id (a finished job of that id is
+        run again, a queued or running one raises JobExists), `details` start its result document's extras."""
         if self.types.executor(job_type) is None:
             raise ValueError(f"no executor for job type {job_type!r}")
-        job_id = new_job_id()
+        if job_id is not None and not _JOB_ID.fullmatch(job_id):
+            raise ValueError("a job id is 40 lowercase hex digits")
+        job_id = job_id or new_job_id()
         job = Job(id=job_id, type=job_type, spec=spec, results_location=results_location or default_location(job_id),
-                  request_id=request_id)
+                  request_id=request_id, details=dict(details or {}))
         with self._condition:
             if not self._accepting:
                 raise NotAccepting("the responder is not accepting jobs")
             if len(self._queue) + self._accepting_now >= self.settings.queue_size:
                 raise QueueFull(f"the queue is full ({self.settings.queue_size} jobs waiting)")
+            if job_id in self._active or job_id in self._claimed:
+                raise JobExists(f"job {job_id} is already queued or running")
+            self._claimed.add(job_id)
             self._accepting_now += 1
         try:
-            # In the journal, on disk, before it is acknowledged: an accepted job survives a crash. The disk
-            # write is outside the service's lock, so jobs accepted at once share one.
-            self.journal.save(job, durable=True)
-        except OSError as error:
-            self._quietly(lambda: self.journal.remove(job.id), None)
-            raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
+            try:
+                # In the journal, on disk, before it is acknowledged: an accepted job survives a crash. The disk
+                # write is outside the service's lock, so jobs accepted at once share one.
+                self.journal.save(job, durable=True)
+            except OSError as error:
+                self._quietly(lambda: self.journal.remove(job.id), None)
+                raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
+            self.degradations.recovered("data_dir")
+            with self._condition:
+                self._queue.append(job)
+                self._active[job.id] = job
+                self._done[job.id] = threading.Event()
+                self._live[job.id] = LiveOutput(self.settings.output_limit_bytes)
+                self._work_ready.notify()
         finally:
             with self._condition:
                 self._accepting_now -= 1
-        self.degradations.recovered("data_dir")
-        with self._condition:
-            self._queue.append(job)
-            self._active[job.id] = job
-            self._done[job.id] = threading.Event()
-            self._live[job.id] = LiveOutput(self.settings.output_limit_bytes)
-            self._work_ready.notify()
+                self._claimed.discard(job_id)
         self.tally.accepted(job.type)
         log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
                                         "request_id": request_id, "results_location": job.results_location})

@@ -29,6 +29,9 @@ LIFETIME_MARGIN_SECONDS = 60.0
 # Results still uploading hold an idle box up until it has been idle this many thresholds.
 UPLOAD_WAIT_FACTOR = 2
 
+# What the log names as the command when an idle box leaves its Auto Scaling group instead of powering off.
+LEAVE_GROUP_COMMAND = ("TerminateInstanceInAutoScalingGroup", "ShouldDecrementDesiredCapacity=true")
+
 KEEP = "keep"
 DRAIN = "drain"
 SHUTDOWN = "shutdown"
@@ -121,8 +124,13 @@ class IdleWatch:
     @classmethod
     def for_responder(cls, responder: Responder) -> IdleWatch:
         settings = responder.settings
-        return cls(StopPolicy.from_settings(settings), settings.shutdown_command, responder.clock,
-                   responder.counts, responder.drain)
+        policy = StopPolicy.from_settings(settings)
+        if settings.idle_action == "leave-group" and responder.fleet is not None:
+            # In an Auto Scaling group the box leaves it instead: the group then wants one instance less.
+            fleet = responder.fleet
+            return cls(policy, LEAVE_GROUP_COMMAND, responder.clock, responder.counts, responder.drain,
+                       run_command=lambda argv: fleet.leave_group())
+        return cls(policy, settings.shutdown_command, responder.clock, responder.counts, responder.drain)
 
     def status(self, now: float) -> IdleStatus:
         return self.clock.status(self.counts(), self.drain.draining, now)

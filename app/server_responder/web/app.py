@@ -75,6 +75,29 @@ class ResponderPlugin(SimplePlugin):
         self.responder.jobs.stop_followers()
 
 
+class FleetPlugin(SimplePlugin):
+    """Takes jobs from the queue and keeps the box's place in its group, for a box in a fleet.
+
+    Started after the job workers, stopped after them: a job the stop interrupts gives its message back at once.
+    """
+
+    def __init__(self, bus, responder: Responder) -> None:
+        super().__init__(bus)
+        self.fleet = responder.fleet
+
+    def start(self) -> None:
+        if self.fleet is not None:
+            self.fleet.start()
+
+    start.priority = 45
+
+    def stop(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()
+
+    stop.priority = 65
+
+
 class UploadPlugin(Monitor):
     """Delivers spooled uploads in the background, also those left by an earlier run.
 
