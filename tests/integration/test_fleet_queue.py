@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from server_responder.fleet.messages import job_id_for_message
@@ -76,6 +79,15 @@ def send_jobs(sqs, queue_url: str, bodies: list[dict]) -> list[str]:
     return ids
 
 
+def submit_with_cli(environment: dict[str, str], queue_url: str, script: str) -> str:
+    """`server-responder submit --queue` of a sh script, as a user sends a job to the fleet; the job's id."""
+    done = subprocess.run([sys.executable, "-m", "server_responder", "submit", "--queue", queue_url,
+                           "--script", "-", "--language", "sh"],
+                          input=script, capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["job_id"]
+
+
 def stored_results(s3) -> dict[str, dict]:
     """Every result document in the bucket, by job id."""
     found = {}
@@ -103,19 +115,30 @@ def queue_counts(sqs, queue_url: str) -> tuple[int, int]:
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def test_three_boxes_share_a_queue_and_lose_nothing_when_one_is_killed(fleet_box, aws, sqs):
+def test_three_boxes_share_a_queue_and_lose_nothing_when_one_is_killed(fleet_box, aws, sqs, tmp_path):
     queue_url, _ = make_queue(sqs, max_receive_count=10)
     boxes = [fleet_box(queue_url, workers=2) for _ in range(3)]
     s3 = aws.client("s3")
-    job_ids = send_jobs(sqs, queue_url, [{"script": f"echo job-{n}", "language": "sh"} for n in range(300)])
+    # Every tenth job waits for a gate, so the box to be killed is sure to die with jobs in hand.
+    gate = tmp_path / "gate"
 
-    wait_until(lambda: len(stored_results(s3)) >= 60, timeout=60, what="a fifth of the results")
+    def script(n: int) -> str:
+        wait = f"while [ ! -e {gate} ]; do sleep 0.05; done\n" if n % 10 == 0 else ""
+        return f"{wait}echo job-{n}\n"
+
     victim = boxes[1]
-    victim.kill()
-    # What the killed box held: the receipts of the messages it had taken and not yet deleted.
-    in_flight = {path.stem for path in (victim.data_dir / "queue").glob("*.json")}
+    # The boxes run jobs while the rest are still being sent, each by its own `submit --queue`.
+    with ThreadPoolExecutor(4) as senders:
+        sent = senders.map(lambda n: submit_with_cli(aws.environment(tmp_path), queue_url, script(n)), range(300))
+        wait_until(lambda: victim.request("GET", "/last_job", token=False).json()["running_jobs"] == 2,
+                   timeout=120, what="both of the victim's workers on gated jobs")
+        victim.kill()
+        # What the killed box held: the receipts of the messages it had taken and not yet deleted.
+        in_flight = {path.stem for path in (victim.data_dir / "queue").glob("*.json")}
+        gate.touch()
+        job_ids = list(sent)
 
-    wait_until(lambda: len(stored_results(s3)) == 300, timeout=90, what="every result")
+    wait_until(lambda: len(stored_results(s3)) == 300, timeout=120, what="every result")
     wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=30, what="every message deleted")
     assert set(stored_results(s3)) == set(job_ids)
     documents = {job_id: result(s3, job_id) for job_id in job_ids}
