@@ -378,9 +378,50 @@ def test_logs_are_json_with_job_events_and_no_secrets(make_responder):
         assert (event, job["id"]) in events
     finished = next(r for r in records if r.get("event") == "job.finished" and r.get("job_id") == job["id"])
     assert finished["exit_status"] == 0 and finished["type"] == "script" and "duration_s" in finished
-    assert any(r["logger"].startswith("cherrypy.access") for r in records)
+    assert any(r["logger"] == "cherrypy.access" for r in records)
     text = responder.log_file.read_text()
     assert "super-secret-api-token-123" not in text and CODE_SECRET not in text
+
+
+def test_every_log_line_is_utc_and_each_request_is_one_access_line_of_fields(responder):
+    import datetime
+    import re
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    assert responder.request("GET", "/health", headers={"X-Request-Id": "probe-health"}).status == 200
+    assert responder.request("GET", "/no/such/route?api_token=leaky-value", token=False).status == 404
+    # A request the HTTP server answers itself, before any route sees it.
+    host, port = urllib.parse.urlsplit(responder.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+        assert connection.recv(65536).startswith(b"HTTP/1.1 400 ")
+    assert responder.stop() == 0
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    records = [json.loads(line) for line in responder.log_file.read_text().splitlines()]
+    assert len(records) > 5
+    for record in records:
+        stamp = record["time"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), record
+        moment = datetime.datetime.fromisoformat(stamp[:-1] + "+00:00")
+        assert started - datetime.timedelta(seconds=30) <= moment <= finished, record
+        # CherryPy's Apache-style times are gone from the messages too.
+        assert not re.search(r"\[\d\d/\w{3}/\d{4}:", record["message"]), record
+    access = [r for r in records if r.get("event") == "http.request"]
+    assert {r["logger"] for r in access} == {"cherrypy.access"}
+    assert not [r for r in records if r["logger"].startswith("cherrypy.access.")]
+    health = next(r for r in access if r["request_id"] == "probe-health")
+    assert health["message"] == "GET /health 200"
+    assert (health["method"], health["path"], health["status"], health["remote"]) == (
+        "GET", "/health", 200, "127.0.0.1")
+    assert isinstance(health["bytes"], int) and health["bytes"] > 0
+    assert isinstance(health["duration_ms"], float) and health["duration_ms"] >= 0
+    missing = next(r for r in access if r["path"] == "/no/such/route")
+    assert missing["status"] == 404 and "leaky-value" not in json.dumps(missing)
+    refused = next(r for r in access if r["status"] == 400)
+    assert (refused["method"], refused["path"], refused["remote"]) == ("GET", "/health", "127.0.0.1")
+    assert refused["bytes"] > 0 and len(refused["request_id"]) == 16 and refused["duration_ms"] >= 0
+    # No request is logged in the combined log format.
+    assert not [r for r in access if '"' in r["message"] or " - - " in r["message"]]
 
 
 def test_generated_token_is_stored_with_mode_0600(responder):

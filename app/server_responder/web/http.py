@@ -18,10 +18,11 @@ from typing import Any, BinaryIO
 from cheroot.errors import MaxSizeExceeded
 
 from server_responder import safe_json
+from server_responder.logging_setup import ACCESS_LOGGER
 from server_responder.signing import tokens_match
 
 log = logging.getLogger("server_responder.web")
-access_log = logging.getLogger("cherrypy.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
@@ -384,16 +385,20 @@ class _SentBody:
 
 def _log_access(environ: Mapping[str, Any], incoming: Incoming, status: int, headers: list[tuple[str, str]],
                 started: float) -> None:
-    """One line per request, in the combined log format's order; the logging filter masks secrets in it."""
-    request_line = _printable(f"{incoming.method} {environ.get('REQUEST_URI', incoming.path)} "
-                              f"{environ.get('SERVER_PROTOCOL', '')}")
-    size = next((value for name, value in headers if name == "Content-Length"), "-")
-    referer = _printable(incoming.headers.get("Referer", ""))
-    agent = _printable(incoming.headers.get("User-Agent", ""))
-    access_log.info(f'{incoming.remote} - - "{request_line}" {status} {size} "{referer}" "{agent}"', extra={
-        "event": "http.request", "method": _printable(incoming.method), "path": _printable(incoming.path),
-        "status": status, "bytes": size, "remote": incoming.remote, "request_id": incoming.request_id,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+    size = next((value for name, value in headers if name == "Content-Length"), "0")
+    log_access(incoming.method, incoming.path, status, int(size), remote=incoming.remote,
+               request_id=incoming.request_id, duration_ms=(time.perf_counter() - started) * 1000,
+               user_agent=incoming.headers.get("User-Agent", ""))
+
+
+def log_access(method: str, path: str, status: int, size: int, *, remote: str, request_id: str,
+               duration_ms: float, user_agent: str = "") -> None:
+    """One line per answered request, as fields; the logging filter masks secrets in them."""
+    method, path = _printable(method), _printable(path)
+    access_log.info(f"{method} {path} {status}", extra={
+        "event": "http.request", "method": method, "path": path, "status": status, "bytes": size,
+        "duration_ms": round(duration_ms, 3), "request_id": request_id, "remote": remote,
+        "user_agent": _printable(user_agent)})
 
 
 def _printable(text: str) -> str:
