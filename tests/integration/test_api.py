@@ -169,6 +169,53 @@ def test_form_protocol_bad_token_is_401_json(responder):
     answer = responder.request("POST", "/", data=form({"api_token": "wrong", "payload": payload}), headers=FORM,
                                token=False)
     assert answer.status == 401 and answer.json()["error"] == "unauthorized"
+    assert "does not match" in answer.json()["detail"]
+    none_sent = responder.request("POST", "/", data=form({"payload": payload}), headers=FORM, token=False)
+    assert none_sent.status == 401 and none_sent.json()["detail"] == "api_token or signature is required"
+    wrong_bearer = responder.request("POST", "/", data=form({"payload": payload}), headers=FORM, token="wrong")
+    assert wrong_bearer.status == 401 and "does not match" in wrong_bearer.json()["detail"]
+
+
+def test_form_protocol_script_under_the_wrong_name_says_where_it_goes(responder):
+    payload = json.dumps({"script": "puts 5 + 4"})
+    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 400, answer.body
+    assert answer.json()["field"] == "payload.script"
+    assert "payload.script_payload" in answer.json()["detail"] and "push" not in answer.json()["detail"]
+
+
+def test_form_protocol_scripts_are_ruby_unless_they_say_otherwise(responder):
+    payload = json.dumps({"script_payload": "puts (5+4)"})
+    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 200, answer.body
+    assert answer.json()["results"] == "9\n"
+
+
+@pytest.mark.parametrize("languages", [
+    {"python": ["python3"]},
+    {"python": ["python3"], "ruby": ["no-such-ruby-interpreter"]},
+])
+def test_form_protocol_default_language_that_cannot_run_is_400_saying_what_to_set(make_responder, languages):
+    responder = make_responder(languages=languages)
+    payload = json.dumps({"script_payload": "puts 1"})
+    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
+                               headers=FORM, token=False)
+    assert answer.status == 400, answer.body
+    document = answer.json()
+    assert document["field"] == "payload.language"
+    assert "legacy_script_language (ruby)" in document["detail"] and "python" in document["detail"]
+    assert responder.request("GET", "/jobs").json()["jobs"] == []
+
+
+def test_a_language_whose_interpreter_is_missing_is_400_not_a_failed_job(make_responder):
+    responder = make_responder(languages={"python": ["python3"], "ruby": ["/nowhere/bin/ruby"]})
+    answer = responder.request("POST", "/jobs", body={"script": "puts 1", "language": "ruby"})
+    assert answer.status == 400, answer.body
+    assert answer.json()["field"] == "language"
+    assert "/nowhere/bin/ruby is not installed" in answer.json()["detail"]
+    assert "available: python" not in answer.json()["detail"] and "python" in answer.json()["detail"]
 
 
 def test_form_protocol_with_signed_script(make_responder):
@@ -236,8 +283,11 @@ def test_malformed_json_is_400(responder, data):
 
 def test_missing_token_is_401(responder):
     answer = responder.request("POST", "/jobs", body={"script": "print(1)"}, token=False)
-    assert answer.status == 401
-    assert responder.request("POST", "/jobs", body={"script": "print(1)"}, token="wrong").status == 401
+    assert answer.status == 401 and "required" in answer.json()["detail"]
+    wrong = responder.request("POST", "/jobs", body={"script": "print(1)"}, token="wrong")
+    assert wrong.status == 401 and "does not match" in wrong.json()["detail"]
+    assert "required" in responder.request("GET", "/jobs", token=False).json()["detail"]
+    assert "does not match" in responder.request("GET", "/jobs", token="wrong").json()["detail"]
 
 
 def test_unknown_route_is_404_and_wrong_method_is_405(responder):

@@ -188,7 +188,10 @@ class Incoming:
 
     def require_token(self) -> None:
         if not self.has_token():
-            raise HttpError(401, "unauthorized", "a valid API token is required (Authorization: Bearer <token>)",
+            detail = ("Authorization: the bearer token does not match this responder's API token"
+                      if self.bearer_token() is not None
+                      else "a valid API token is required (Authorization: Bearer <token>)")
+            raise HttpError(401, "unauthorized", detail,
                             headers={"WWW-Authenticate": 'Bearer realm="server-responder"'})
 
     def number_param(self, name: str, default: float, maximum: float) -> float:
