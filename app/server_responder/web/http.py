@@ -153,8 +153,12 @@ class Incoming:
 
     @property
     def body(self) -> bytes:
+        return self.body_within(self._max_body_bytes, "max_body_bytes")
+
+    def body_within(self, limit: int, setting: str) -> bytes:
+        """The body, refused with 413 naming `setting` when it is larger than `limit`."""
         if self._body is None:
-            self._body = _read_body(self._input, self.headers.get("Content-Length"), self._max_body_bytes)
+            self._body = _read_body(self._input, self.headers.get("Content-Length"), limit, setting)
         return self._body
 
     @property
@@ -214,14 +218,14 @@ def _pairs(text: str) -> dict[str, str]:
         raise HttpError(400, "bad_request", f"query or form: more than {MAX_QUERY_FIELDS} fields") from None
 
 
-def _read_body(stream: BinaryIO | None, length: str | None, limit: int) -> bytes:
+def _read_body(stream: BinaryIO | None, length: str | None, limit: int, setting: str) -> bytes:
     """The body from wsgi.input: cheroot's reader of a Content-Length body, or of chunks (when there is no
     Content-Length), which refuses more than max_request_body_size."""
     if length is not None:
         if not _CONTENT_LENGTH.fullmatch(length):
             raise HttpError(400, "bad_request", "Content-Length: must be a number of bytes")
         if int(length) > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, setting)
     if stream is None:
         return b""
     try:
@@ -229,24 +233,24 @@ def _read_body(stream: BinaryIO | None, length: str | None, limit: int) -> bytes
     except TimeoutError:
         raise HttpError(408, "request_timeout", "body: not received in time (request_body_timeout)") from None
     except MaxSizeExceeded:
-        raise _too_large(limit) from None
+        raise _too_large(limit, setting) from None
     except ValueError as error:
         # cheroot's reader of chunked bodies says what is malformed.
         raise HttpError(400, "bad_request", f"body: {error}", field="body") from None
     except OSError as error:
         if "Too Large" in str(error):
-            raise _too_large(limit) from None
+            raise _too_large(limit, setting) from None
         raise HttpError(400, "bad_request", "body: the connection broke while it was read", field="body") from None
     if len(data) > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, setting)
     if length is not None and len(data) < int(length):
         raise HttpError(400, "bad_request", f"body: {len(data)} bytes, shorter than its Content-Length ({length})",
                         field="body")
     return data
 
 
-def _too_large(limit: int) -> HttpError:
-    return HttpError(413, "payload_too_large", f"body: larger than max_body_bytes ({limit} bytes)", field="body")
+def _too_large(limit: int, setting: str) -> HttpError:
+    return HttpError(413, "payload_too_large", f"body: larger than {setting} ({limit} bytes)", field="body")
 
 
 def json_body(data: Any) -> bytes:

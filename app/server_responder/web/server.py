@@ -231,6 +231,9 @@ class ResponderRequest(CPWSGIHTTPRequest):
         detail = msg if isinstance(msg, str) else msg.decode("latin-1")
         if code == 505:
             detail = "HTTP version: only HTTP/1.0 and HTTP/1.1 are served"
+        elif code == 413:
+            detail = (f"body: larger than {self.server.max_request_body_size} bytes, the most any route takes "
+                      "(max_body_bytes, or max_webhook_body_bytes on /github)")
         code = _STATUS_INSTEAD.get(code, code)
         self.close_connection = True
         response, size = error_response(code, detail or HTTPStatus(code).phrase)
