@@ -58,7 +58,8 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--script", metavar="FILE", help="a script file to run, or - for stdin")
     what.add_argument("--command", help="a command to run in a checkout of --project")
-    parser.add_argument("--language", default="python")
+    parser.add_argument("--language", help="the script's language (default: from the file's suffix, .sh sh, "
+                                           ".py python, .rb ruby, .js node; else python)")
     parser.add_argument("--project", help="owner/name of the project, with --command")
     parser.add_argument("--commit", help="commit, comma-separated commits, or history, with --command")
     parser.add_argument("--timeout", type=float, help="seconds before the job is killed")
@@ -71,7 +72,8 @@ def submit(args: argparse.Namespace) -> int:
     token = _token(args)
     body: dict[str, object]
     if args.script:
-        body = {"type": "script", "language": args.language, "script": _read_input(args.script)}
+        body = {"type": "script", "language": args.language or _language_of(args.script),
+                "script": _read_input(args.script)}
     else:
         body = {"type": "command", "command": args.command, "project": args.project}
         if args.commit:
@@ -92,10 +94,31 @@ def submit(args: argparse.Namespace) -> int:
         status, job = client.request("GET", f"/jobs/{job['id']}")
     sys.stdout.write(job.get("stdout", ""))
     sys.stderr.write(job.get("stderr", ""))
-    if job.get("error"):
-        print(f"server-responder submit: job {job['status']}: {job['error']}", file=sys.stderr)
+    if job.get("status") != "succeeded":
+        print(f"server-responder submit: {_outcome(job)}", file=sys.stderr)
     exit_status = job.get("exit_status")
     return exit_status if isinstance(exit_status, int) else 1
+
+
+def _language_of(script: str) -> str:
+    from server_responder.jobs.script import language_of_file
+    from server_responder.settings import SettingsError
+
+    try:
+        configured = Settings.from_env(os.environ).languages
+    except SettingsError:
+        configured = {}
+    return language_of_file(script, configured) or "python"
+
+
+def _outcome(job: dict) -> str:
+    """A job that did not succeed, in one line: `job <id> timed out (signal SIGKILL)`."""
+    status = str(job.get("status", "unknown")).replace("_", " ")
+    how = [f"exit status {job['exit_status']}"] if job.get("exit_status") is not None else []
+    if job.get("signal"):
+        how.append(f"signal {job['signal']}")
+    text = f"job {job.get('id')} {status}" + (f" ({', '.join(how)})" if how else "")
+    return text + (f": {job['error']}" if job.get("error") else "")
 
 
 class _Client:
