@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from server_responder.projects.github import (
-    DeliveryError, DeliveryLog, deletion_detail, delivery_payload, is_branch_deletion, push_spec, sign, signature_matches,
+    DeliveryError, DeliveryLog, deletion_detail, delivery_payload, is_branch_deletion, push_spec, sign,
+    signature_matches,
 )
 
 SECRET = "webhook-secret"
