@@ -145,6 +145,12 @@ def form(fields: dict) -> bytes:
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+def post_form_with_token(responder, payload: dict):
+    """The original protocol's POST / with the API token as a form field."""
+    fields = form({"api_token": responder.token, "payload": json.dumps(payload)})
+    return responder.request("POST", "/", data=fields, headers=FORM, token=False)
+
+
 def test_form_protocol_with_api_token(responder):
     payload = json.dumps({"script_payload": "print(5 + 4)", "language": "python", "results_location": "form/one"})
     answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
@@ -177,18 +183,14 @@ def test_form_protocol_bad_token_is_401_json(responder):
 
 
 def test_form_protocol_script_under_the_wrong_name_says_where_it_goes(responder):
-    payload = json.dumps({"script": "puts 5 + 4"})
-    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
-                               headers=FORM, token=False)
+    answer = post_form_with_token(responder, {"script": "puts 5 + 4"})
     assert answer.status == 400, answer.body
     assert answer.json()["field"] == "payload.script"
     assert "payload.script_payload" in answer.json()["detail"] and "push" not in answer.json()["detail"]
 
 
 def test_form_protocol_scripts_are_ruby_unless_they_say_otherwise(responder):
-    payload = json.dumps({"script_payload": "puts (5+4)"})
-    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
-                               headers=FORM, token=False)
+    answer = post_form_with_token(responder, {"script_payload": "puts (5+4)"})
     assert answer.status == 200, answer.body
     assert answer.json()["results"] == "9\n"
 
@@ -199,9 +201,7 @@ def test_form_protocol_scripts_are_ruby_unless_they_say_otherwise(responder):
 ])
 def test_form_protocol_default_language_that_cannot_run_is_400_saying_what_to_set(make_responder, languages):
     responder = make_responder(languages=languages)
-    payload = json.dumps({"script_payload": "puts 1"})
-    answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
-                               headers=FORM, token=False)
+    answer = post_form_with_token(responder, {"script_payload": "puts 1"})
     assert answer.status == 400, answer.body
     document = answer.json()
     assert document["field"] == "payload.language"

@@ -14,6 +14,7 @@ from typing import Any
 
 from server_responder import __version__
 from server_responder.jobs.record import FINISHED, SUCCEEDED, Job
+from server_responder.jobs.requests import language_problem
 from server_responder.responder import Responder
 from server_responder.signing import sign_script
 from server_responder.web.api import StatusApi
@@ -116,7 +117,8 @@ class PagesApi:
         settings = self.responder.settings
         if settings.code_secret is None:
             return _page("Examples", template("example_disabled.html").render(), admin_link=self._admin_enabled)
-        examples = [example for example in EXAMPLES if example.language in settings.languages]
+        # Only examples this box can run: a language configured whose interpreter is installed.
+        examples = [example for example in EXAMPLES if language_problem(example.language, settings) is None]
         if not examples:
             return _page("Examples", Markup("<h1>Examples</h1>\n<p>No example's language is configured.</p>"),
                          admin_link=self._admin_enabled)
