@@ -474,6 +474,29 @@ def test_every_log_line_is_utc_and_each_request_is_one_access_line_of_fields(res
     assert not [r for r in access if '"' in r["message"] or " - - " in r["message"]]
 
 
+def test_a_connection_the_server_refuses_by_itself_is_an_access_line_too(make_responder):
+    import time
+
+    responder = make_responder(max_connections_per_client=1)
+    host, port = urllib.parse.urlsplit(responder.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as held:
+        held.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection((host, int(port)), timeout=10) as over:
+            assert over.recv(65536).startswith(b"HTTP/1.1 503 ")
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in responder.log_file.read_text().splitlines()]
+        refused = [r for r in lines if r.get("event") == "http.request" and r["status"] == 503]
+        if refused:
+            break
+        assert time.monotonic() < deadline, "the refused connection was not logged"
+        time.sleep(0.05)
+    (line,) = refused
+    assert line["logger"] == "cherrypy.access" and line["remote"] == "127.0.0.1" and line["bytes"] > 0
+    assert line["time"].endswith("Z") and line["message"] == "- - 503"
+
+
 def test_generated_token_is_stored_with_mode_0600(responder):
     token_file = responder.data_dir / "api_token"
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
