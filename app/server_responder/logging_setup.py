@@ -1,7 +1,9 @@
-"""Logging configured once: JSON lines in the log dir, CherryPy's own logs included, secrets redacted."""
+"""Logging configured once: JSON lines in the log dir, CherryPy's own logs included, secrets redacted, every
+time in UTC as ISO-8601 with milliseconds (`2026-12-01T08:38:58.365Z`)."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import logging.config
 import logging.handlers
@@ -10,7 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pythonjsonlogger.json import JsonFormatter
+
 LOG_FILE_NAME = "server-responder.log"
+# The one logger of every request answered, by the routes or by the HTTP server itself.
+ACCESS_LOGGER = "cherrypy.access"
 _SECRET_PARAMS = re.compile(r"((?:api_token|signature|token|access_token)=)[^&\s\"]+", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
@@ -48,6 +54,34 @@ _UNREDACTED_FIELDS = frozenset({"msg", "name", "levelname", "pathname", "filenam
                                 "threadName", "processName", "taskName"})
 
 
+def utc_timestamp(created: float) -> str:
+    moment = datetime.datetime.fromtimestamp(created, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class UtcJsonFormatter(JsonFormatter):
+    """JSON lines whose time is UTC, whatever the host's time zone."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_timestamp(record.created)
+
+
+class UtcConsoleFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_timestamp(record.created)
+
+
+# CherryPy starts each of its messages with its own local time, without a zone: the record's time says it.
+_CHERRYPY_TIME = re.compile(r"\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}\] ")
+
+
+class DropCherryPyTime(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("["):
+            record.msg = _CHERRYPY_TIME.sub("", record.msg, count=1)
+        return True
+
+
 class RotatingLogFile(logging.handlers.RotatingFileHandler):
     """Rolls over once the file has reached maxBytes. The standard handler formats every record a second
     time (and stats the file) to decide that before writing it; a file may now end one record past maxBytes."""
@@ -64,15 +98,16 @@ def logging_config(log_dir: Path, secrets: Iterable[str] = (), level: str = "INF
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets, "secrets": list(secrets)}},
+        "filters": {"redact": {"()": RedactSecrets, "secrets": list(secrets)},
+                    "cherrypy_time": {"()": DropCherryPyTime}},
         "formatters": {
             "json": {
-                "()": "pythonjsonlogger.json.JsonFormatter",
+                "()": UtcJsonFormatter,
                 "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
                 "timestamp": False,
             },
-            "console": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+            "console": {"()": UtcConsoleFormatter, "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         },
         "handlers": {
             "file": {
@@ -94,8 +129,9 @@ def logging_config(log_dir: Path, secrets: Iterable[str] = (), level: str = "INF
         },
         "loggers": {
             "server_responder": {"level": level, "handlers": handlers, "propagate": False},
-            "cherrypy.access": {"level": "INFO", "handlers": ["file"], "propagate": False},
-            "cherrypy.error": {"level": "INFO", "handlers": handlers, "propagate": False},
+            ACCESS_LOGGER: {"level": "INFO", "handlers": ["file"], "propagate": False},
+            "cherrypy.error": {"level": "INFO", "handlers": handlers, "propagate": False,
+                               "filters": ["cherrypy_time"]},
         },
     }
 

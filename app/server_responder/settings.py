@@ -94,6 +94,8 @@ class Settings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue_size: int = 64
     max_body_bytes: int = 1024 * 1024
+    # GitHub's largest push payload is 25 MB; a little more so the form encoding fits too.
+    max_webhook_body_bytes: int = 26 * 1024 * 1024
     http_threads: int = 32
     max_connections_per_client: int = 16
     request_header_timeout: float = 10.0
@@ -311,6 +313,7 @@ def _validate(s: Settings) -> None:
     check(s.workers >= 1, "workers", "must be at least 1")
     check(s.queue_size >= 1, "queue_size", "must be at least 1")
     check(s.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+    check(s.max_webhook_body_bytes >= 1024, "max_webhook_body_bytes", "must be at least 1024")
     check(1 <= s.http_threads <= 1024, "http_threads", "must be between 1 and 1024")
     check(s.max_connections_per_client >= 0, "max_connections_per_client", "must not be negative (0: no bound)")
     check(s.request_header_timeout > 0, "request_header_timeout", "must be positive")

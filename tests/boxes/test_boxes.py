@@ -30,9 +30,10 @@ ROLE_README = REPO / "ansible" / "roles" / "server_responder" / "README.md"
 CERTIFICATE = "/etc/nginx/tls/server.crt"
 SERVICE_USER = "server-responder"
 
-# What differs between the boxes: the Debian 12 box also offers the optional ruby language.
+# What differs between the boxes: the Debian 12 box also offers the optional sh language.
 BOX_VARS: dict[str, dict[str, Any]] = {
-    "bookworm": {"server_responder_languages": {"python": ["python3"], "bash": ["bash"], "ruby": ["ruby"]}},
+    "bookworm": {"server_responder_languages": {"python": ["python3"], "bash": ["bash"], "ruby": ["ruby"],
+                                                "sh": ["sh"]}},
     "trixie": {},
 }
 IMAGE_VARS = {"server_responder_image_build": True, "nginx_tls_image_build": True}

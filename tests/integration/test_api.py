@@ -145,6 +145,12 @@ def form(fields: dict) -> bytes:
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+def post_form_with_token(responder, payload: dict):
+    """The original protocol's POST / with the API token as a form field."""
+    fields = form({"api_token": responder.token, "payload": json.dumps(payload)})
+    return responder.request("POST", "/", data=fields, headers=FORM, token=False)
+
+
 def test_form_protocol_with_api_token(responder):
     payload = json.dumps({"script_payload": "print(5 + 4)", "language": "python", "results_location": "form/one"})
     answer = responder.request("POST", "/", data=form({"api_token": responder.token, "payload": payload}),
@@ -169,6 +175,47 @@ def test_form_protocol_bad_token_is_401_json(responder):
     answer = responder.request("POST", "/", data=form({"api_token": "wrong", "payload": payload}), headers=FORM,
                                token=False)
     assert answer.status == 401 and answer.json()["error"] == "unauthorized"
+    assert "does not match" in answer.json()["detail"]
+    none_sent = responder.request("POST", "/", data=form({"payload": payload}), headers=FORM, token=False)
+    assert none_sent.status == 401 and none_sent.json()["detail"] == "api_token or signature is required"
+    wrong_bearer = responder.request("POST", "/", data=form({"payload": payload}), headers=FORM, token="wrong")
+    assert wrong_bearer.status == 401 and "does not match" in wrong_bearer.json()["detail"]
+
+
+def test_form_protocol_script_under_the_wrong_name_says_where_it_goes(responder):
+    answer = post_form_with_token(responder, {"script": "puts 5 + 4"})
+    assert answer.status == 400, answer.body
+    assert answer.json()["field"] == "payload.script"
+    assert "payload.script_payload" in answer.json()["detail"] and "push" not in answer.json()["detail"]
+
+
+def test_form_protocol_scripts_are_ruby_unless_they_say_otherwise(responder):
+    answer = post_form_with_token(responder, {"script_payload": "puts (5+4)"})
+    assert answer.status == 200, answer.body
+    assert answer.json()["results"] == "9\n"
+
+
+@pytest.mark.parametrize("languages", [
+    {"python": ["python3"]},
+    {"python": ["python3"], "ruby": ["no-such-ruby-interpreter"]},
+])
+def test_form_protocol_default_language_that_cannot_run_is_400_saying_what_to_set(make_responder, languages):
+    responder = make_responder(languages=languages)
+    answer = post_form_with_token(responder, {"script_payload": "puts 1"})
+    assert answer.status == 400, answer.body
+    document = answer.json()
+    assert document["field"] == "payload.language"
+    assert "legacy_script_language (ruby)" in document["detail"] and "python" in document["detail"]
+    assert responder.request("GET", "/jobs").json()["jobs"] == []
+
+
+def test_a_language_whose_interpreter_is_missing_is_400_not_a_failed_job(make_responder):
+    responder = make_responder(languages={"python": ["python3"], "ruby": ["/nowhere/bin/ruby"]})
+    answer = responder.request("POST", "/jobs", body={"script": "puts 1", "language": "ruby"})
+    assert answer.status == 400, answer.body
+    assert answer.json()["field"] == "language"
+    assert "/nowhere/bin/ruby is not installed" in answer.json()["detail"]
+    assert "available: python" not in answer.json()["detail"] and "python" in answer.json()["detail"]
 
 
 def test_form_protocol_with_signed_script(make_responder):
@@ -236,8 +283,11 @@ def test_malformed_json_is_400(responder, data):
 
 def test_missing_token_is_401(responder):
     answer = responder.request("POST", "/jobs", body={"script": "print(1)"}, token=False)
-    assert answer.status == 401
-    assert responder.request("POST", "/jobs", body={"script": "print(1)"}, token="wrong").status == 401
+    assert answer.status == 401 and "required" in answer.json()["detail"]
+    wrong = responder.request("POST", "/jobs", body={"script": "print(1)"}, token="wrong")
+    assert wrong.status == 401 and "does not match" in wrong.json()["detail"]
+    assert "required" in responder.request("GET", "/jobs", token=False).json()["detail"]
+    assert "does not match" in responder.request("GET", "/jobs", token="wrong").json()["detail"]
 
 
 def test_unknown_route_is_404_and_wrong_method_is_405(responder):
@@ -378,9 +428,73 @@ def test_logs_are_json_with_job_events_and_no_secrets(make_responder):
         assert (event, job["id"]) in events
     finished = next(r for r in records if r.get("event") == "job.finished" and r.get("job_id") == job["id"])
     assert finished["exit_status"] == 0 and finished["type"] == "script" and "duration_s" in finished
-    assert any(r["logger"].startswith("cherrypy.access") for r in records)
+    assert any(r["logger"] == "cherrypy.access" for r in records)
     text = responder.log_file.read_text()
     assert "super-secret-api-token-123" not in text and CODE_SECRET not in text
+
+
+def test_every_log_line_is_utc_and_each_request_is_one_access_line_of_fields(responder):
+    import datetime
+    import re
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    assert responder.request("GET", "/health", headers={"X-Request-Id": "probe-health"}).status == 200
+    assert responder.request("GET", "/no/such/route?api_token=leaky-value", token=False).status == 404
+    # A request the HTTP server answers itself, before any route sees it.
+    host, port = urllib.parse.urlsplit(responder.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+        assert connection.recv(65536).startswith(b"HTTP/1.1 400 ")
+    assert responder.stop() == 0
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    records = [json.loads(line) for line in responder.log_file.read_text().splitlines()]
+    assert len(records) > 5
+    for record in records:
+        stamp = record["time"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), record
+        moment = datetime.datetime.fromisoformat(stamp[:-1] + "+00:00")
+        assert started - datetime.timedelta(seconds=30) <= moment <= finished, record
+        # CherryPy's Apache-style times are gone from the messages too.
+        assert not re.search(r"\[\d\d/\w{3}/\d{4}:", record["message"]), record
+    access = [r for r in records if r.get("event") == "http.request"]
+    assert {r["logger"] for r in access} == {"cherrypy.access"}
+    assert not [r for r in records if r["logger"].startswith("cherrypy.access.")]
+    health = next(r for r in access if r["request_id"] == "probe-health")
+    assert health["message"] == "GET /health 200"
+    assert (health["method"], health["path"], health["status"], health["remote"]) == (
+        "GET", "/health", 200, "127.0.0.1")
+    assert isinstance(health["bytes"], int) and health["bytes"] > 0
+    assert isinstance(health["duration_ms"], float) and health["duration_ms"] >= 0
+    missing = next(r for r in access if r["path"] == "/no/such/route")
+    assert missing["status"] == 404 and "leaky-value" not in json.dumps(missing)
+    refused = next(r for r in access if r["status"] == 400)
+    assert (refused["method"], refused["path"], refused["remote"]) == ("GET", "/health", "127.0.0.1")
+    assert refused["bytes"] > 0 and len(refused["request_id"]) == 16 and refused["duration_ms"] >= 0
+    # No request is logged in the combined log format.
+    assert not [r for r in access if '"' in r["message"] or " - - " in r["message"]]
+
+
+def test_a_connection_the_server_refuses_by_itself_is_an_access_line_too(make_responder):
+    import time
+
+    responder = make_responder(max_connections_per_client=1)
+    host, port = urllib.parse.urlsplit(responder.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as held:
+        held.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection((host, int(port)), timeout=10) as over:
+            assert over.recv(65536).startswith(b"HTTP/1.1 503 ")
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in responder.log_file.read_text().splitlines()]
+        refused = [r for r in lines if r.get("event") == "http.request" and r["status"] == 503]
+        if refused:
+            break
+        assert time.monotonic() < deadline, "the refused connection was not logged"
+        time.sleep(0.05)
+    (line,) = refused
+    assert line["logger"] == "cherrypy.access" and line["remote"] == "127.0.0.1" and line["bytes"] > 0
+    assert line["time"].endswith("Z") and line["message"] == "- - 503"
 
 
 def test_generated_token_is_stored_with_mode_0600(responder):

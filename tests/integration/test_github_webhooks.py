@@ -166,7 +166,36 @@ def test_other_events_and_branch_deletions_are_ignored(make_responder, project):
     assert issue.status == 202 and issue.json()["ignored"] is True and issue.json()["event"] == "issues"
     deletion = deliver(responder, push_payload("0" * 40, before=sha, deleted=True))
     assert deletion.status == 202 and deletion.json()["ignored"] is True
+    assert deletion.json()["detail"] == "branch main was deleted: a deletion has nothing to run"
+    tag = deliver(responder, push_payload("0" * 40, before=sha, deleted=True, ref="refs/tags/v1.2"))
+    assert tag.status == 202 and tag.json()["ignored"] is True
+    assert tag.json()["detail"] == "tag v1.2 was deleted: a deletion has nothing to run"
     assert jobs_of(responder) == []
+
+
+def test_webhooks_take_bodies_as_large_as_github_sends_under_their_own_limit(make_responder, project):
+    sha = project.commit({".deferred_server": "echo big push\n"})
+    responder = make_responder(github_secret=SECRET, repo_base_url=project.base_url)
+    # A push of many commits: well past max_body_bytes (1 MiB by default), within max_webhook_body_bytes.
+    commits = [{"id": f"{n:040x}", "message": "m" * 1000} for n in range(3000)]
+    big = push_payload(sha, commits=commits)
+    assert len(json.dumps(big)) > 3 * 1024 * 1024
+    answer = deliver(responder, big)
+    assert answer.status == 202, answer.body
+    assert responder.wait_for(answer.json()["id"])["stdout"] == "big push\n"
+    # Other routes keep max_body_bytes. The bodies below are refused by their Content-Length before they are
+    # read: small enough to be sent whole before the answer comes.
+    small = make_responder(github_secret=SECRET, repo_base_url=project.base_url, max_body_bytes=4096,
+                           max_webhook_body_bytes=8192)
+    other = small.request("POST", "/jobs", data=json.dumps({"script": "#" * 6000}).encode(),
+                          headers={"Content-Type": "application/json"})
+    assert other.status == 413 and "max_body_bytes (4096 bytes)" in other.json()["detail"]
+    between = push_payload(sha, commits=commits[:4])
+    assert 4096 < len(json.dumps(between)) < 8192
+    assert deliver(small, between).status == 202
+    refused = deliver(small, push_payload(sha, commits=commits[:20]))
+    assert refused.status == 413, refused.body
+    assert "8192 bytes" in refused.json()["detail"] and "max_webhook_body_bytes" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(("payload", "field"), [

@@ -145,7 +145,7 @@ FRAMING_CASES = {
     "a transfer coding other than chunked": (
         b"POST /jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400, "Transfer-Encoding"),
     "a Content-Length over max_body_bytes": (
-        b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413, ""),
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413, "max_body_bytes"),
     "a body shorter than its Content-Length": (
         b"POST /jobs HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Type: application/json\r\n"
         b"Content-Length: 100\r\n\r\n{\"script\"", 400, "shorter than its Content-Length"),

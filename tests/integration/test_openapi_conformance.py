@@ -20,6 +20,7 @@ SECRET = "github-webhook-secret"
 CODE_SECRET = "code-secret-for-pages"
 ADMIN_PASS = "admin-password"
 MAX_BODY = 64 * 1024
+MAX_WEBHOOK_BODY = 2 * MAX_BODY
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 # Documented answers a test cannot provoke from a healthy box, each with why.
 NOT_PROVOKED = {
@@ -38,8 +39,8 @@ def start_box(make_responder, base: Path):
     project = GitProject(base / "git")
     sha = project.commit({"README": "x\n"})
     box = make_responder(workers=1, queue_size=1, github_secret=SECRET, code_secret=CODE_SECRET,
-                         admin_pass=ADMIN_PASS, max_body_bytes=MAX_BODY, repo_base_url=project.base_url,
-                         sync_wait_seconds=5)
+                         admin_pass=ADMIN_PASS, max_body_bytes=MAX_BODY, max_webhook_body_bytes=MAX_WEBHOOK_BODY,
+                         repo_base_url=project.base_url, sync_wait_seconds=5)
     box.sha = sha
     return box
 
@@ -184,7 +185,7 @@ def exercise_github_and_drain(box, document, exercised):
     github(box, document, exercised, push(box), event="issues")
     github(box, document, exercised, push(box), signature="sha256=00")
     github(box, document, exercised, push(box), delivery="not a guid")
-    github(box, document, exercised, {"zen": "x" * MAX_BODY}, event="ping")
+    github(box, document, exercised, {"zen": "x" * MAX_WEBHOOK_BODY}, event="ping")
 
     call(box, document, exercised, "POST", "/drain", token=False)
     call(box, document, exercised, "POST", "/drain?wait=forever")

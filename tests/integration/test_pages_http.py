@@ -69,6 +69,18 @@ def test_admin_is_not_there_without_an_admin_password(responder):
     assert answer.json()["error"] == "not_found"
 
 
+def test_pages_link_the_admin_page_only_where_it_is_enabled_and_say_how_to_enable_it(responder, pages_responder):
+    for path in ("/", "/example"):
+        page = responder.request("GET", path, token=False).body.decode()
+        assert 'href="/admin"' not in page, path
+    index = responder.request("GET", "/", token=False).body.decode()
+    assert "not enabled here" in index and "SERVER_RESPONDER_ADMIN_PASS" in index and "admin_pass_file" in index
+    for path in ("/", "/example"):
+        page = pages_responder.request("GET", path, token=False).body.decode()
+        assert page.count('href="/admin"') == (2 if path == "/" else 1), path
+    assert "not enabled here" not in pages_responder.request("GET", "/", token=False).body.decode()
+
+
 @pytest.mark.parametrize("headers", [{}, basic("admin", "wrong"), basic("someone", ADMIN_PASS),
                                      {"Authorization": "Basic %%%"}])
 def test_admin_answers_401_with_a_basic_challenge(pages_responder, headers):

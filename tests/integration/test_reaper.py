@@ -124,6 +124,8 @@ def test_drain_before_stopping(ec2, launch, aws_env, make_responder, tmp_path):
                                    "--drain", "--token-file", str(token_file))
     assert status == 0, stderr
     assert reports[instance_id]["verdict"] == "stopped"
+    # The report shows the box as the drain left it.
+    assert reports[instance_id]["draining"] is True and reports[instance_id]["drained"] is True
     assert state_of(ec2, instance_id) in ("stopping", "stopped")
     answer = box.request("GET", "/last_job", token=False).json()
     assert answer["draining"] is True and answer["drained"] is True

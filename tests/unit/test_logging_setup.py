@@ -1,14 +1,19 @@
-"""The log: secrets masked in every field of a record, and the file rolled over at its size."""
+"""The log: secrets masked in every field of a record, times in UTC, and the file rolled over at its size."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import logging.config
+import os
+import time
 
 import pytest
 
-from server_responder.logging_setup import LOG_FILE_NAME, RedactSecrets, RotatingLogFile, logging_config
+from server_responder.logging_setup import (
+    ACCESS_LOGGER, LOG_FILE_NAME, RedactSecrets, RotatingLogFile, logging_config, utc_timestamp,
+)
 
 SECRET = "configured-secret-value"
 
@@ -55,19 +60,53 @@ def test_the_log_file_rolls_over_once_it_reaches_its_size(tmp_path):
     assert "line 11" in (tmp_path / "x.log").read_text()
 
 
-def test_the_configured_file_handler_writes_json_lines(tmp_path):
-    config = logging_config(tmp_path, [SECRET], console=False)
-    logging.config.dictConfig(config)
-    try:
-        logging.getLogger("cherrypy.access").info("seen %s", SECRET, extra={"request_id": "r1"})
-        for handler in logging.getLogger("cherrypy.access").handlers:
-            handler.flush()
-        line, = (tmp_path / LOG_FILE_NAME).read_text().splitlines()
-        document = json.loads(line)
-        assert document["logger"] == "cherrypy.access" and document["request_id"] == "r1"
-        assert SECRET not in line and document["message"] == "seen ********"
-    finally:
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
-                                   "loggers": {"cherrypy.access": {"handlers": [], "propagate": True},
-                                               "server_responder": {"handlers": [], "propagate": True},
-                                               "cherrypy.error": {"handlers": [], "propagate": True}}})
+def test_a_timestamp_is_utc_with_milliseconds_and_z():
+    # 2026-12-01 08:38:58.365 UTC
+    assert utc_timestamp(1796114338.3659) == "2026-12-01T08:38:58.365Z"
+    assert utc_timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+@pytest.fixture
+def configured(tmp_path, monkeypatch):
+    """The service's logging, in a time zone far from UTC, so a local time would show."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    logging.config.dictConfig(logging_config(tmp_path, [SECRET], console=False))
+
+    def lines() -> list[dict]:
+        for name in (ACCESS_LOGGER, "cherrypy.error", "server_responder"):
+            for handler in logging.getLogger(name).handlers:
+                handler.flush()
+        return [json.loads(line) for line in (tmp_path / LOG_FILE_NAME).read_text().splitlines()]
+
+    yield lines
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                               "loggers": {name: {"handlers": [], "propagate": True}
+                                           for name in (ACCESS_LOGGER, "server_responder", "cherrypy.error")}})
+    logging.getLogger("cherrypy.error").filters.clear()
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def test_the_configured_file_handler_writes_json_lines(configured):
+    logging.getLogger(ACCESS_LOGGER).info("seen %s", SECRET, extra={"request_id": "r1"})
+    (document,) = configured()
+    assert document["logger"] == ACCESS_LOGGER and document["request_id"] == "r1"
+    assert SECRET not in json.dumps(document) and document["message"] == "seen ********"
+
+
+def test_every_line_has_its_time_in_utc(configured):
+    before = datetime.datetime.now(datetime.timezone.utc)
+    logging.getLogger("server_responder.test").warning("job went wrong")
+    logging.getLogger("cherrypy.error").info("[01/Dec/2026:22:38:58] ENGINE Bus STARTED")
+    after = datetime.datetime.now(datetime.timezone.utc)
+    documents = configured()
+    assert len(documents) == 2
+    assert os.environ["TZ"] == "Pacific/Kiritimati" and time.localtime().tm_gmtoff == 14 * 3600
+    for document in documents:
+        stamp = document["time"]
+        assert stamp.endswith("Z") and len(stamp) == len("2026-12-01T08:38:58.365Z"), stamp
+        moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before - datetime.timedelta(milliseconds=1) <= moment <= after
+    # CherryPy's own local time, without a zone, is left out of its messages.
+    assert documents[1]["message"] == "ENGINE Bus STARTED"

@@ -60,7 +60,7 @@ def test_every_packaged_template_is_valid():
 
 
 def test_the_layout_loads_only_the_responders_own_assets():
-    layout = template("layout.html").render(title="t", head="", content="", version="1")
+    layout = template("layout.html").render(title="t", head="", content="", version="1", admin_link="")
     addresses = re.findall(r'(?:src|href)="([^"]*)"', layout)
     assert "/static/style.css" in addresses
     assert all(address.startswith("/") and not address.startswith("//") for address in addresses)

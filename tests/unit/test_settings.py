@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,21 @@ def test_config_command_redacts_secrets(tmp_path: Path, monkeypatch, capsys):
     assert shown["api_key"] == "<set>"
     assert shown["admin_pass"] == "<unset>"
     assert "very-secret-token-value" not in out and "another-secret-value" not in out
+
+
+def readme_settings_table() -> list[str]:
+    """The first column of the README's settings table: every setting named there."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("\n## Settings\n"):]
+    section = section[:section.index("\n## ", 1)]
+    return [row.split("|")[1] for row in section.splitlines() if row.startswith("| `")]
+
+
+def test_every_setting_is_in_the_readme_settings_table():
+    named = {name for cell in readme_settings_table() for name in re.findall(r"`([a-z0-9_]+)`", cell)}
+    settings = {f.name for f in dataclasses.fields(Settings)}
+    assert len(settings) > 40
+    assert sorted(settings - named) == [], "settings missing from the README's settings table"
+    assert sorted(named - settings) == [], "the README's settings table names settings that do not exist"
+    # What `config` prints is exactly the settings.
+    assert set(Settings(data_dir=Path("/nonexistent")).redacted()) == settings

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from server_responder.projects.github import (
-    DeliveryError, DeliveryLog, delivery_payload, is_branch_deletion, push_spec, sign, signature_matches,
+    DeliveryError, DeliveryLog, deletion_detail, delivery_payload, is_branch_deletion, push_spec, sign,
+    signature_matches,
 )
 
 SECRET = "webhook-secret"
@@ -85,6 +86,15 @@ def test_branch_deletions_are_recognised():
     assert not is_branch_deletion(push())
     with pytest.raises(DeliveryError, match="deletion"):
         push_spec(push(after="0" * 40))
+
+
+@pytest.mark.parametrize(("ref", "named"), [
+    ("refs/tags/v1.2", "tag v1.2"), ("refs/heads/feature/x", "branch feature/x"), ("refs/notes/y", "ref refs/notes/y"),
+    (None, "a ref"),
+])
+def test_a_deletion_names_what_was_deleted(ref, named):
+    detail = deletion_detail(push(after="0" * 40, deleted=True, ref=ref))
+    assert detail == f"{named} was deleted: a deletion has nothing to run"
 
 
 def test_delivery_log_survives_a_new_instance_and_is_pruned(tmp_path: Path):

@@ -286,7 +286,8 @@ def test_each_request_is_logged_once_it_is_answered(access_records):
     result.close()
     record, = access_records
     assert record.name == "cherrypy.access"
-    assert record.getMessage() == '192.0.2.7 - - "GET /items/a?token=abc HTTP/1.1" 200 6 "" "say \\"hi\\"\\x01"'
+    assert record.getMessage() == "GET /items/a 200"
     assert (record.method, record.path, record.status, record.bytes, record.remote, record.request_id) == (
-        "GET", "/items/a", 200, "6", "192.0.2.7", "req-log")
+        "GET", "/items/a", 200, 6, "192.0.2.7", "req-log")
+    assert record.user_agent == 'say \\"hi\\"\\x01'
     assert record.duration_ms >= 0

@@ -8,15 +8,18 @@ from collections.abc import Sequence
 
 from server_responder import __version__
 from server_responder.cli import fleet, jobs, reap, results, serve
-from server_responder.cli.common import Command
+from server_responder.cli.common import Command, silence_stdout
 from server_responder.settings import SettingsError
 
 COMMANDS: tuple[Command, ...] = (*serve.COMMANDS, *jobs.COMMANDS, *reap.COMMANDS, *fleet.COMMANDS,
                                 *results.COMMANDS)
+DESCRIPTION = "Server Responder: runs jobs asked for over HTTP. Each command has its own --help."
+# What a shell reports for a process that wrote to a pipe nobody reads any more (128 + SIGPIPE).
+BROKEN_PIPE_STATUS = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="server-responder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="server-responder", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -28,7 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     function = next(command.run for command in COMMANDS if command.name == args.subcommand)
     try:
-        return function(args)
+        status = function(args)
+        sys.stdout.flush()  # here, not at exit, so a reader that has gone is noticed below
+        return status
+    except BrokenPipeError:
+        # The reader has gone (`... | head`): nothing more to say.
+        silence_stdout()
+        return BROKEN_PIPE_STATUS
     except SettingsError as error:
         print(f"server-responder: invalid settings: {error}", file=sys.stderr)
         return 2

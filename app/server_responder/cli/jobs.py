@@ -59,7 +59,8 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--script", metavar="FILE", help="a script file to run, or - for stdin")
     what.add_argument("--command", help="a command to run in a checkout of --project")
-    parser.add_argument("--language", default="python")
+    parser.add_argument("--language", help="the script's language (default: from the file's suffix, .sh sh, "
+                                           ".py python, .rb ruby, .js node; else python)")
     parser.add_argument("--project", help="owner/name of the project, with --command")
     parser.add_argument("--commit", help="commit, comma-separated commits, or history, with --command")
     parser.add_argument("--timeout", type=float, help="seconds before the job is killed")
@@ -74,7 +75,8 @@ def job_request(args: argparse.Namespace) -> dict[str, object]:
     """The JSON job request of submit's options, as `POST /jobs` takes it (and a queue message carries it)."""
     body: dict[str, object]
     if args.script:
-        body = {"type": "script", "language": args.language, "script": _read_input(args.script)}
+        body = {"type": "script", "language": args.language or _language_of(args.script),
+                "script": _read_input(args.script)}
     else:
         body = {"type": "command", "command": args.command, "project": args.project}
         if args.commit:
@@ -118,6 +120,17 @@ def _followed(client: _Client, job: dict, insecure: bool) -> dict | None:
         return follow_job(client.base, job["id"], insecure=insecure, out=sys.stdout, err=sys.stderr)
     except StreamRefused:
         return None
+
+
+def _language_of(script: str) -> str:
+    from server_responder.jobs.script import language_of_file
+    from server_responder.settings import SettingsError
+
+    try:
+        configured = Settings.from_env(os.environ).languages
+    except SettingsError:
+        configured = {}
+    return language_of_file(script, configured) or "python"
 
 
 class _Client:

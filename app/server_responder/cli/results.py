@@ -8,8 +8,8 @@ import re
 import sys
 import time
 
-from server_responder.cli.common import Command, config_option, load_settings
-from server_responder.results.keys import InvalidKey, artifact_key, validate_key
+from server_responder.cli.common import Command, Listing, config_option, load_settings
+from server_responder.results.keys import InvalidKey, artifact_key, is_artifact_key, validate_key
 from server_responder.results.location import open_store
 from server_responder.results.store import JSON_TYPE, ResultStore
 from server_responder.settings import Settings
@@ -31,7 +31,8 @@ def parse_age(text: str) -> float:
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL",
-                        help="s3://bucket/prefix, a file:// URL or a directory (default: the `store` setting)")
+                        help="s3://bucket/prefix (an S3 service other than AWS needs s3_endpoint_url or "
+                             "AWS_ENDPOINT_URL), a file:// URL or a directory (default: the store setting)")
 
 
 def _cat_options(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def _cat_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", help="a result key, e.g. results/<job id>, or an artifact's key")
     _store_option(parser)
     parser.add_argument("--raw", action="store_true",
-                        help="print a result document's `results` output as the job wrote it")
+                        help="print only a result document's output (its results field), as the job wrote it")
 
 
 def cat(args: argparse.Namespace) -> int:
@@ -53,7 +54,9 @@ def cat(args: argparse.Namespace) -> int:
     if stored is None:
         print(f"server-responder cat: no result at {key}", file=sys.stderr)
         return 1
-    document = _json_document(stored.body) if stored.content_type.startswith(JSON_TYPE) else None
+    # An artifact is printed as the job left it, JSON or not; the service's own documents are pretty-printed.
+    pretty = stored.content_type.startswith(JSON_TYPE) and not is_artifact_key(key)
+    document = _json_document(stored.body) if pretty else None
     if document is None:
         sys.stdout.buffer.write(stored.body)
     elif args.raw and isinstance(document, dict) and isinstance(document.get("results"), str):
@@ -101,10 +104,11 @@ def prune(args: argparse.Namespace) -> int:
     store = open_store(args.store or settings.store, settings)
     cutoff = time.time() - args.older_than
     old = [info.key for info in store.list(args.prefix) if info.modified < cutoff]
+    listing = Listing()
     for key in old:
         if not args.dry_run:
             store.delete(key)
-        print(key)
+        listing.line(key)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"server-responder prune: {verb} {len(old)} objects", file=sys.stderr)
     return 0
@@ -112,7 +116,7 @@ def prune(args: argparse.Namespace) -> int:
 
 def _presign_options(parser: argparse.ArgumentParser) -> None:
     config_option(parser)
-    parser.add_argument("--store", metavar="URL", help="s3://bucket/prefix (default: the `store` setting)")
+    parser.add_argument("--store", metavar="URL", help="s3://bucket/prefix (default: the store setting)")
     parser.add_argument("--location", required=True, help="the job's results_location")
     parser.add_argument("--artifact", action="append", default=[], metavar="NAME",
                         help="an artifact the job will leave in artifacts/; repeat for more")
@@ -150,7 +154,8 @@ def presign(args: argparse.Namespace) -> int:
 
 
 COMMANDS = (
-    Command("cat", "print a stored result (pretty JSON, or the raw output) or an artifact", _cat_options, cat),
+    Command("cat", "print a stored result (pretty JSON, or the raw output) or an artifact's bytes", _cat_options,
+            cat),
     Command("prune", "delete stored results older than an age", _prune_options, prune),
     Command("presign", "print presigned PUT URLs a job's upload_urls can carry to a box without credentials",
             _presign_options, presign),

@@ -68,7 +68,14 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def show_config(args: argparse.Namespace) -> int:
-    print(json.dumps(load_settings(args).redacted(), indent=2, sort_keys=True))
+    settings = load_settings(args)
+    shown = settings.redacted()
+    if settings.api_key is None:
+        # The service then uses the token it generated into the data dir (never printed here).
+        token_file = settings.api_token_path
+        shown["api_key"] = (f"<generated, in {token_file}>" if token_file.is_file()
+                            else f"<unset: generated into {token_file} at the first start>")
+    print(json.dumps(shown, indent=2, sort_keys=True))
     return 0
 
 

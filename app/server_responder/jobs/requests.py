@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
 from server_responder import safe_json, signing
 from server_responder.http_client import InvalidDestination, checked_destination
+from server_responder.jobs.runner import SAFE_PATH
 from server_responder.jobs.types import (
-    JobRequest, JobTypes, RequestError, RequestField, Unauthorized, refuse_unknown,
+    JobRequest, JobTypes, NoCredentials, RequestError, RequestField, Unauthorized, refuse_unknown,
 )
 from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.settings import Settings
@@ -56,7 +59,7 @@ def parse_job_request(body: Any, settings: Settings, types: JobTypes, *, authori
         raise RequestError("type", "must be a string")
     if not authorized:
         if body.get("signature") is None:
-            raise Unauthorized("an API token or a signature is required")
+            raise NoCredentials("an API token or a signature is required")
         entry = types.get(job_type)
         if entry is None or not entry.signable:
             raise Unauthorized("only script jobs may be signed; other job types need the API token")
@@ -118,6 +121,8 @@ def parse_legacy_form(params: Mapping[str, Any], settings: Settings, types: JobT
         raise RequestError("command", "must be a string")
 
     if "script_payload" in payload:
+        if "language" not in payload:
+            _check_legacy_language(settings)
         fields = {
             "type": "script",
             "script": payload.get("script_payload"),
@@ -135,6 +140,10 @@ def parse_legacy_form(params: Mapping[str, Any], settings: Settings, types: JobT
             return _legacy_signed_script(fields, settings)
         return parse_signed_script(fields, settings)
 
+    if "script" in payload:
+        raise RequestError("payload.script", "a script is sent as payload.script_payload (its language in "
+                                             f"payload.language, default {settings.legacy_script_language}); "
+                                             "or POST /jobs with {\"script\": ...}")
     if not authorized:
         raise Unauthorized("an API token is required for project jobs")
     if "project" in payload and payload.get("project_request") is not None:
@@ -162,12 +171,40 @@ def _legacy_signed_script(fields: Mapping[str, Any], settings: Settings) -> JobR
     return JobRequest("script", spec, location_field(fields))
 
 
+def _check_legacy_language(settings: Settings) -> None:
+    language = settings.legacy_script_language
+    problem = language_problem(language, settings)
+    if problem is not None:
+        raise RequestError("payload.language", f"a script without payload.language runs as "
+                                               f"legacy_script_language ({language}), and {problem}; send "
+                                               "payload.language or set legacy_script_language")
+
+
 def language_field(body: Mapping[str, Any], settings: Settings) -> str:
     language = body.get("language", "python")
-    if not isinstance(language, str) or language not in settings.languages:
-        available = ", ".join(sorted(settings.languages))
-        raise RequestError("language", f"{language!r} is not available; available: {available}")
+    problem = language_problem(language, settings)
+    if problem is not None:
+        raise RequestError("language", problem)
     return language
+
+
+def language_problem(language: Any, settings: Settings) -> str | None:
+    """Why a script of this language can't run here, or None: not configured, or its interpreter is missing."""
+    usable = ", ".join(sorted(name for name, argv in settings.languages.items() if interpreter_installed(argv[0])))
+    if not isinstance(language, str) or language not in settings.languages:
+        return f"{language!r} is not available; available: {usable or 'none'}"
+    interpreter = settings.languages[language][0]
+    if not interpreter_installed(interpreter):
+        return (f"{language}'s interpreter {interpreter} is not installed on this responder (install it, or "
+                f"use one of: {usable or 'none'})")
+    return None
+
+
+def interpreter_installed(name: str) -> bool:
+    """Whether a job could start this interpreter: looked up in the jobs' own PATH."""
+    if "/" in name:
+        return os.path.isfile(name) and os.access(name, os.X_OK)
+    return shutil.which(name, path=SAFE_PATH) is not None
 
 
 def script_field(body: Mapping[str, Any]) -> str:

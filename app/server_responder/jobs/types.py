@@ -23,6 +23,10 @@ class Unauthorized(PermissionError):
     """Neither a valid token nor a valid signature."""
 
 
+class NoCredentials(Unauthorized):
+    """Neither a token that matches nor a signature was sent."""
+
+
 class UnsupportedJobType(LookupError):
     """A job type this responder knows of but cannot run."""
 

@@ -75,6 +75,22 @@ def is_branch_deletion(push: Mapping[str, Any]) -> bool:
     return push.get("deleted") is True or (isinstance(after, str) and bool(_ZERO_SHA.fullmatch(after)))
 
 
+def deleted_ref(push: Mapping[str, Any]) -> str:
+    """What a deletion push removed, in words: `tag v1.2`, `branch main`, or the ref as sent."""
+    ref = push.get("ref")
+    if not isinstance(ref, str) or not ref:
+        return "a ref"
+    shown = ref[:256]
+    for prefix, kind in (("refs/tags/", "tag"), ("refs/heads/", "branch")):
+        if shown.startswith(prefix):
+            return f"{kind} {shown[len(prefix):]}"
+    return f"ref {shown}"
+
+
+def deletion_detail(push: Mapping[str, Any]) -> str:
+    return f"{deleted_ref(push)} was deleted: a deletion has nothing to run"
+
+
 def push_project(push: Mapping[str, Any]) -> str:
     repository = push.get("repository")
     if not isinstance(repository, Mapping):
@@ -93,7 +109,7 @@ def push_project(push: Mapping[str, Any]) -> str:
 def push_spec(push: Mapping[str, Any]) -> dict[str, Any]:
     """The job a push asks for: the project at the pushed commit, and what to remember of the push."""
     if is_branch_deletion(push):
-        raise DeliveryError("after", "is all zeros: a branch deletion has nothing to run")
+        raise DeliveryError("after", f"is all zeros: {deletion_detail(push)}")
     after = push.get("after")
     if not isinstance(after, str) or not is_full_sha(after):
         raise DeliveryError("after", "must be the full sha of the pushed commit")

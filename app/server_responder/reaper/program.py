@@ -242,6 +242,10 @@ class ResponderClient:
             return status, None, "the answer is not JSON"
 
 
+# The fields of a box's /last_job document a report shows.
+_SHOWN = ("idle_seconds", "running_jobs", "queued_jobs", "draining")
+
+
 @dataclass(frozen=True)
 class ReapOptions:
     tag_key: str
@@ -290,7 +294,7 @@ class Reaper:
                           self.state.since(instance.id))
         details: dict[str, Any] = {}
         if poll.document is not None:
-            details = {k: poll.document.get(k) for k in ("idle_seconds", "running_jobs", "queued_jobs", "draining")}
+            details = {k: poll.document.get(k) for k in _SHOWN}
         unreachable = None
         if judgement.unreachable_since is not None:
             details["unreachable_since"] = iso_utc(judgement.unreachable_since)
@@ -302,9 +306,11 @@ class Reaper:
         if options.dry_run:
             return Report(*where, "would_stop", judgement.reason, details), unreachable
         if options.drain and poll.answered:
-            refusal = self._drain(instance)
+            refusal, drained = self._drain(instance)
             if refusal is not None:
                 return Report(*where, "kept", refusal, details), None
+            # What the report shows is the box as the drain left it, not as the poll found it.
+            details.update({k: drained.get(k) for k in (*_SHOWN, "drained")})
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -313,18 +319,19 @@ class Reaper:
             return Report(*where, "error", f"stop_instances failed: {error}", details), unreachable
         return Report(*where, "stopped", judgement.reason, details), None
 
-    def _drain(self, instance: Instance) -> str | None:
-        """Drain before stopping; a reason to keep the instance after all, or None to go ahead."""
+    def _drain(self, instance: Instance) -> tuple[str | None, dict[str, Any]]:
+        """Drain before stopping: a reason to keep the instance after all (None to go ahead), and the box's
+        state document as the drain answered it."""
         document, error = self.client.drain(instance)
         if error is not None:
-            return f"drain failed ({error}); not stopped"
+            return f"drain failed ({error}); not stopped", {}
         if document is not None and document.get("drained") is True:
-            return None
+            return None, document
         # A job was accepted between the poll and the drain: the box is busy after all.
         self.client.resume(instance)
         running = document.get("running_jobs") if document else None
         queued = document.get("queued_jobs") if document else None
-        return f"a job arrived before the drain ({running} running, {queued} queued); drain lifted"
+        return f"a job arrived before the drain ({running} running, {queued} queued); drain lifted", {}
 
 
 def default_state_file() -> Path:

@@ -36,6 +36,11 @@ def artifact_key(location: str, name: str) -> str:
     return f"{location}_artifact_files_{name}"
 
 
+def is_artifact_key(key: str) -> bool:
+    """Whether a key names an artifact (a job's file, kept as its bytes) rather than a document of the service."""
+    return "_artifact_files_" in key
+
+
 def artifact_index_key(location: str) -> str:
     return f"{location}_artifact_files"
 

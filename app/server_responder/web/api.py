@@ -11,7 +11,7 @@ from server_responder.jobs.containment import containment_status
 from server_responder.jobs.record import Job
 from server_responder.jobs.requests import parse_job_request, parse_legacy_form
 from server_responder.jobs.service import DataDirUnwritable, JobNotFound, NotAccepting, QueueFull
-from server_responder.jobs.types import JobRequest, RequestError, Unauthorized, UnsupportedJobType
+from server_responder.jobs.types import JobRequest, NoCredentials, RequestError, Unauthorized, UnsupportedJobType
 from server_responder.responder import Responder
 from server_responder.results.keys import InvalidKey, validate_key
 from server_responder.results.store import StoreUnavailable
@@ -46,7 +46,8 @@ class JobsApi:
         if incoming.content_type not in ("application/json", ""):
             raise HttpError(415, "unsupported_media_type", "Content-Type: must be application/json")
         job_request = _parsed(lambda: parse_job_request(incoming.json(), self.settings, self.responder.types,
-                                                        authorized=incoming.has_token()))
+                                                        authorized=incoming.has_token()),
+                              token_sent=incoming.bearer_token() is not None)
         wait = incoming.number_param("wait", 0.0, MAX_WAIT_SECONDS)
         job = self._submit(job_request, incoming)
         if wait > 0:
@@ -59,7 +60,8 @@ class JobsApi:
         fields = incoming.form()
         authorized = incoming.has_token(form_token=fields.get("api_token"))
         if not authorized and not fields.get("signature"):
-            raise HttpError(401, "unauthorized", "api_token or signature is required")
+            raise _wrong_token() if _token_sent(incoming, fields) else HttpError(
+                401, "unauthorized", "api_token or signature is required")
         job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, self.responder.types,
                                                               authorized=authorized))
         job = self._submit(job_request, incoming)
@@ -161,9 +163,21 @@ def submission_errors() -> Iterator[None]:
         raise HttpError(507, "insufficient_storage", str(error), headers={"Retry-After": "60"}) from None
 
 
-def _parsed(parse):
+def _token_sent(incoming: Incoming, fields: dict[str, str]) -> bool:
+    return bool(fields.get("api_token")) or incoming.bearer_token() is not None
+
+
+def _wrong_token() -> HttpError:
+    """A token that was sent but is wrong, told apart from none at all."""
+    return HttpError(401, "unauthorized", "api_token or signature does not match: the token sent is not this "
+                                          "responder's API token, and no signature was sent")
+
+
+def _parsed(parse, token_sent: bool = False):
     try:
         return parse()
+    except NoCredentials as error:
+        raise (_wrong_token() if token_sent else HttpError(401, "unauthorized", str(error))) from None
     except RequestError as error:
         raise HttpError(400, "bad_request", str(error), field=error.field) from None
     except Unauthorized as error:

@@ -138,7 +138,7 @@ def server_config(settings: Settings) -> dict:
         "server.socket_host": settings.host,
         "server.socket_port": settings.port,
         # The routes answer 413 themselves; the server refuses what is larger before reading it.
-        "server.max_request_body_size": settings.max_body_bytes,
+        "server.max_request_body_size": largest_body_bytes(settings),
         "server.thread_pool": settings.http_threads,
         # The listen backlog: CherryPy's default of 5 resets connections a burst of clients opens at once.
         "server.socket_queue_size": 128,
@@ -146,6 +146,12 @@ def server_config(settings: Settings) -> dict:
         "log.screen": False,
         "checker.on": False,
     }
+
+
+def largest_body_bytes(settings: Settings) -> int:
+    """The largest body any route takes: a webhook's, when the webhook route is there."""
+    webhooks = settings.max_webhook_body_bytes if settings.github_secret is not None else 0
+    return max(settings.max_body_bytes, webhooks)
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

@@ -14,6 +14,7 @@ class GitHubApi:
     def __init__(self, responder: Responder) -> None:
         self.responder = responder
         self.deliveries = responder.deliveries
+
     def routes(self) -> list[Route]:
         return [Route("POST", "/github", self.receive, "A GitHub webhook delivery (signed with github_secret)")]
 
@@ -22,7 +23,8 @@ class GitHubApi:
         if secret is None or not secret.reveal():
             # Without a secret nothing could be verified, so the route does not exist.
             raise HttpError(404, "not_found", f"no route for {incoming.path}")
-        body = incoming.body
+        # GitHub sends pushes of up to 25 MB: webhooks have their own limit.
+        body = incoming.body_within(self.responder.settings.max_webhook_body_bytes, "max_webhook_body_bytes")
         if not github.signature_matches(secret.reveal(), body, incoming.headers.get("X-Hub-Signature-256")):
             raise HttpError(401, "unauthorized", "X-Hub-Signature-256: missing, or not the HMAC-SHA256 of the body "
                                                  "with the webhook secret", field="X-Hub-Signature-256")
@@ -42,7 +44,7 @@ class GitHubApi:
         if event != "push":
             return Response({"ignored": True, "event": event, "detail": "only push events run jobs"}, status=202)
         if github.is_branch_deletion(payload):
-            return Response({"ignored": True, "event": event, "detail": "a branch deletion has nothing to run"},
+            return Response({"ignored": True, "event": event, "detail": github.deletion_detail(payload)},
                             status=202)
         try:
             spec = github.push_spec(payload)

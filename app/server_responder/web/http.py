@@ -18,10 +18,11 @@ from typing import Any, BinaryIO
 from cheroot.errors import MaxSizeExceeded
 
 from server_responder import safe_json
+from server_responder.logging_setup import ACCESS_LOGGER
 from server_responder.signing import tokens_match
 
 log = logging.getLogger("server_responder.web")
-access_log = logging.getLogger("cherrypy.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
@@ -160,8 +161,12 @@ class Incoming:
 
     @property
     def body(self) -> bytes:
+        return self.body_within(self._max_body_bytes, "max_body_bytes")
+
+    def body_within(self, limit: int, setting: str) -> bytes:
+        """The body, refused with 413 naming `setting` when it is larger than `limit`."""
         if self._body is None:
-            self._body = _read_body(self._input, self.headers.get("Content-Length"), self._max_body_bytes)
+            self._body = _read_body(self._input, self.headers.get("Content-Length"), limit, setting)
         return self._body
 
     @property
@@ -195,7 +200,10 @@ class Incoming:
 
     def require_token(self) -> None:
         if not self.has_token():
-            raise HttpError(401, "unauthorized", "a valid API token is required (Authorization: Bearer <token>)",
+            detail = ("Authorization: the bearer token does not match this responder's API token"
+                      if self.bearer_token() is not None
+                      else "a valid API token is required (Authorization: Bearer <token>)")
+            raise HttpError(401, "unauthorized", detail,
                             headers={"WWW-Authenticate": 'Bearer realm="server-responder"'})
 
     def number_param(self, name: str, default: float, maximum: float) -> float:
@@ -218,14 +226,14 @@ def _pairs(text: str) -> dict[str, str]:
         raise HttpError(400, "bad_request", f"query or form: more than {MAX_QUERY_FIELDS} fields") from None
 
 
-def _read_body(stream: BinaryIO | None, length: str | None, limit: int) -> bytes:
+def _read_body(stream: BinaryIO | None, length: str | None, limit: int, setting: str) -> bytes:
     """The body from wsgi.input: cheroot's reader of a Content-Length body, or of chunks (when there is no
     Content-Length), which refuses more than max_request_body_size."""
     if length is not None:
         if not _CONTENT_LENGTH.fullmatch(length):
             raise HttpError(400, "bad_request", "Content-Length: must be a number of bytes")
         if int(length) > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, setting)
     if stream is None:
         return b""
     try:
@@ -233,24 +241,24 @@ def _read_body(stream: BinaryIO | None, length: str | None, limit: int) -> bytes
     except TimeoutError:
         raise HttpError(408, "request_timeout", "body: not received in time (request_body_timeout)") from None
     except MaxSizeExceeded:
-        raise _too_large(limit) from None
+        raise _too_large(limit, setting) from None
     except ValueError as error:
         # cheroot's reader of chunked bodies says what is malformed.
         raise HttpError(400, "bad_request", f"body: {error}", field="body") from None
     except OSError as error:
         if "Too Large" in str(error):
-            raise _too_large(limit) from None
+            raise _too_large(limit, setting) from None
         raise HttpError(400, "bad_request", "body: the connection broke while it was read", field="body") from None
     if len(data) > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, setting)
     if length is not None and len(data) < int(length):
         raise HttpError(400, "bad_request", f"body: {len(data)} bytes, shorter than its Content-Length ({length})",
                         field="body")
     return data
 
 
-def _too_large(limit: int) -> HttpError:
-    return HttpError(413, "payload_too_large", f"body: larger than max_body_bytes ({limit} bytes)", field="body")
+def _too_large(limit: int, setting: str) -> HttpError:
+    return HttpError(413, "payload_too_large", f"body: larger than {setting} ({limit} bytes)", field="body")
 
 
 def json_body(data: Any) -> bytes:
@@ -403,16 +411,20 @@ class _SentBody:
 
 def _log_access(environ: Mapping[str, Any], incoming: Incoming, status: int, headers: list[tuple[str, str]],
                 started: float) -> None:
-    """One line per request, in the combined log format's order; the logging filter masks secrets in it."""
-    request_line = _printable(f"{incoming.method} {environ.get('REQUEST_URI', incoming.path)} "
-                              f"{environ.get('SERVER_PROTOCOL', '')}")
-    size = next((value for name, value in headers if name == "Content-Length"), "-")
-    referer = _printable(incoming.headers.get("Referer", ""))
-    agent = _printable(incoming.headers.get("User-Agent", ""))
-    access_log.info(f'{incoming.remote} - - "{request_line}" {status} {size} "{referer}" "{agent}"', extra={
-        "event": "http.request", "method": _printable(incoming.method), "path": _printable(incoming.path),
-        "status": status, "bytes": size, "remote": incoming.remote, "request_id": incoming.request_id,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+    size = next((value for name, value in headers if name == "Content-Length"), "0")
+    log_access(incoming.method, incoming.path, status, int(size), remote=incoming.remote,
+               request_id=incoming.request_id, duration_ms=(time.perf_counter() - started) * 1000,
+               user_agent=incoming.headers.get("User-Agent", ""))
+
+
+def log_access(method: str, path: str, status: int, size: int, *, remote: str, request_id: str,
+               duration_ms: float, user_agent: str = "") -> None:
+    """One line per answered request, as fields; the logging filter masks secrets in them."""
+    method, path = _printable(method), _printable(path)
+    access_log.info(f"{method} {path} {status}", extra={
+        "event": "http.request", "method": method, "path": path, "status": status, "bytes": size,
+        "duration_ms": round(duration_ms, 3), "request_id": request_id, "remote": remote,
+        "user_agent": _printable(user_agent)})
 
 
 def _printable(text: str) -> str:

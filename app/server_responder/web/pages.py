@@ -14,6 +14,7 @@ from typing import Any
 
 from server_responder import __version__
 from server_responder.jobs.record import FINISHED, SUCCEEDED, Job
+from server_responder.jobs.requests import language_problem
 from server_responder.responder import Responder
 from server_responder.signing import sign_script
 from server_responder.web.api import StatusApi
@@ -58,6 +59,13 @@ EXAMPLES = (
     Example("The original example", "ruby", "puts (5+4)"),
 )
 
+_ADMIN_ITEM = Markup("<li><a href=\"/admin\">/admin</a> — recent jobs, the last request and the settings</li>")
+_ADMIN_OFF_ITEM = Markup(
+    "<li><code>/admin</code> — recent jobs, the last request and the settings; not enabled here. To turn it on, "
+    "set an admin password, <code>SERVER_RESPONDER_ADMIN_PASS</code> in the service's environment (or "
+    "<code>admin_pass</code>, or <code>admin_pass_file</code> naming a file that holds it, in the settings "
+    "file), and restart the responder; the page then asks for the user <code>admin</code> and that "
+    "password.</li>")
 _FACTS = PageTemplate("<dl class=\"facts\">\n$items</dl>", "facts")
 _TABLE = PageTemplate("<table class=\"pairs\">\n$rows</table>", "table")
 _SCRIPT = PageTemplate("<script src=\"$src\" defer></script>", "script")
@@ -101,17 +109,19 @@ class PagesApi:
             health=_facts({"Status": health["status"], "Version": health["version"],
                            "Accepting jobs": _yes_no(health["accepting"])}),
             idle=self._idle_facts(incoming),
-            admin_note="" if self.responder.settings.admin_pass is not None else " (not enabled: no admin_pass)",
+            admin_item=_ADMIN_ITEM if self._admin_enabled else _ADMIN_OFF_ITEM,
         )
-        return _page("Status", body)
+        return _page("Status", body, admin_link=self._admin_enabled)
 
     def example(self, incoming: Incoming) -> Response:
         settings = self.responder.settings
         if settings.code_secret is None:
-            return _page("Examples", template("example_disabled.html").render())
-        examples = [example for example in EXAMPLES if example.language in settings.languages]
+            return _page("Examples", template("example_disabled.html").render(), admin_link=self._admin_enabled)
+        # Only examples this box can run: a language configured whose interpreter is installed.
+        examples = [example for example in EXAMPLES if language_problem(example.language, settings) is None]
         if not examples:
-            return _page("Examples", Markup("<h1>Examples</h1>\n<p>No example's language is configured.</p>"))
+            return _page("Examples", Markup("<h1>Examples</h1>\n<p>No example's language is configured.</p>"),
+                         admin_link=self._admin_enabled)
         secret = settings.code_secret.reveal()
         sections = []
         for example in examples:
@@ -121,7 +131,7 @@ class PagesApi:
                                             language=example.language, script=example.script))
         body = template("example.html").render(examples=join(sections), expires_at=_iso(signed.expires),
                                                minutes=EXAMPLE_SIGNATURE_SECONDS // 60)
-        return _page("Examples", body, script="/static/example.js")
+        return _page("Examples", body, script="/static/example.js", admin_link=self._admin_enabled)
 
     def admin(self, incoming: Incoming) -> Response:
         admin_pass = self.responder.settings.admin_pass
@@ -141,7 +151,11 @@ class PagesApi:
             idle=self._idle_facts(incoming),
             settings=_settings_table(self.responder.settings.redacted()),
         )
-        return _page("Admin", body, extra_headers={"Cache-Control": "no-store"})
+        return _page("Admin", body, extra_headers={"Cache-Control": "no-store"}, admin_link=True)
+
+    @property
+    def _admin_enabled(self) -> bool:
+        return self.responder.settings.admin_pass is not None
 
     def static(self, incoming: Incoming, name: str) -> Response:
         content = self._static.get(name)
@@ -176,9 +190,11 @@ def basic_credentials_match(header: str | None, user: str, password: str) -> boo
 
 
 def _page(title: str, content: Markup, script: str | None = None,
-          extra_headers: Mapping[str, str] | None = None) -> Response:
+          extra_headers: Mapping[str, str] | None = None, *, admin_link: bool) -> Response:
+    """A page in the layout; the Admin link only where the admin page is enabled, since it is 404 otherwise."""
     head = _SCRIPT.render(src=script) if script else ""
-    page = template("layout.html").render(title=title, head=head, content=content, version=__version__)
+    page = template("layout.html").render(title=title, head=head, content=content, version=__version__,
+                                          admin_link=Markup("<a href=\"/admin\">Admin</a>\n") if admin_link else "")
     return Response(page, content_type="text/html; charset=utf-8", headers={**PAGE_HEADERS, **(extra_headers or {})})
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import secrets
 import select
 import socket
 import threading
@@ -25,7 +26,7 @@ from cheroot.makefile import io as buffered_io
 from cheroot.server import HeaderReader, HTTPConnection
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
-from server_responder.web.http import error_document, json_body, status_error
+from server_responder.web.http import error_document, json_body, log_access, status_error
 
 SERVER_NAME = "server-responder"
 MAX_HEADER_BYTES = 64 * 1024
@@ -171,12 +172,22 @@ class _CountedHeaderLines:
 _STATUS_INSTEAD = {501: 400, 505: 400}
 
 
-def error_response(status: int, detail: str, extra_headers: tuple[str, ...] = ()) -> bytes:
-    """A complete JSON error response that closes the connection."""
+def error_response(status: int, detail: str, extra_headers: tuple[str, ...] = ()) -> tuple[bytes, int]:
+    """A complete JSON error response that closes the connection, and the size of its body."""
     body = json_body(error_document(status_error(status), detail))
     head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", f"Server: {SERVER_NAME}", "Connection: close", *extra_headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body, len(body)
+
+
+def _log_refusal(method: bytes | str | None, path: bytes | str | None, status: int, size: int,
+                 remote: object, started: float) -> None:
+    """The access line of a request the server answers itself, of the same fields as the routes' lines."""
+    def text(value: bytes | str | None) -> str:
+        return value.decode("latin-1") if isinstance(value, bytes) else (value or "")
+
+    log_access(text(method) or "-", text(path) or "-", status, size, remote=str(remote or ""),
+               request_id=secrets.token_hex(8), duration_ms=(time.monotonic() - started) * 1000)
 
 
 class ResponderRequest(CPWSGIHTTPRequest):
@@ -190,7 +201,8 @@ class ResponderRequest(CPWSGIHTTPRequest):
     def parse_request(self) -> None:
         stream = self.conn.stream
         limits = self.server.limits
-        stream.deadline = self.conn.header_deadline or time.monotonic() + limits.header_timeout
+        self.started = time.monotonic()
+        stream.deadline = self.conn.header_deadline or self.started + limits.header_timeout
         # Chunk-size lines are read whole: the budget bounds them with the body.
         stream.budget = MAX_HEADER_BYTES + self.server.max_request_body_size + 64 * 1024
         super().parse_request()
@@ -219,10 +231,16 @@ class ResponderRequest(CPWSGIHTTPRequest):
         detail = msg if isinstance(msg, str) else msg.decode("latin-1")
         if code == 505:
             detail = "HTTP version: only HTTP/1.0 and HTTP/1.1 are served"
+        elif code == 413:
+            detail = (f"body: larger than {self.server.max_request_body_size} bytes, the most any route takes "
+                      "(max_body_bytes, or max_webhook_body_bytes on /github)")
         code = _STATUS_INSTEAD.get(code, code)
         self.close_connection = True
+        response, size = error_response(code, detail or HTTPStatus(code).phrase)
+        _log_refusal(getattr(self, "method", None), getattr(self, "path", None), code, size,
+                     self.conn.remote_addr, getattr(self, "started", time.monotonic()))
         try:
-            self.conn.wfile.write(error_response(code, detail or HTTPStatus(code).phrase))
+            self.conn.wfile.write(response)
         except OSError as error:
             if error.args[0] not in errors.socket_errors_to_ignore:
                 raise
@@ -272,9 +290,13 @@ class ResponderConnection(HTTPConnection):
 
     def refuse(self, status: int, detail: str, extra_headers: tuple[str, ...] = ()) -> None:
         """Answer from the selector thread without waiting for the client, then close."""
+        response, size = error_response(status, detail, extra_headers)
+        opened = (self.header_deadline - self.server.limits.header_timeout if self.header_deadline is not None
+                  else time.monotonic())
+        _log_refusal(None, None, status, size, self.remote_addr, opened)
         try:
             self.socket.settimeout(0)
-            self.socket.send(error_response(status, detail, extra_headers))
+            self.socket.send(response)
             self.socket.shutdown(socket.SHUT_WR)
         except OSError:
             pass
