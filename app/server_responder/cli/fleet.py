@@ -33,7 +33,7 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
                        help="with --queue: wait this long for the result document in the store, then print the "
                             f"output and exit with the job's status ({NO_RESULT_IN_TIME} if none came)")
     group.add_argument("--store", metavar="URL",
-                       help="with --queue: the fleet's results store, s3://bucket/prefix (default: the `store` "
+                       help="with --queue: the fleet's results store, s3://bucket/prefix (default: the store "
                             "setting)")
     _ready_timeout_option(group)
     add_reach_arguments(group, insecure=False)
