@@ -246,7 +246,7 @@ def test_submit_queue_wait_prints_the_output_once_the_result_document_is_stored(
 
     assert waiting.returncode == 4, stderr
     assert stdout == "run by some box\n"
-    assert stderr == "and it failed\n"
+    assert stderr == f"and it failed\nserver-responder submit: job {job_id} failed (exit status 4)\n"
 
 
 def test_submit_queue_wait_gives_up_at_the_deadline(moto, queue_url, bucket, aws_env):
