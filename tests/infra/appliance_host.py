@@ -116,6 +116,20 @@ class Appliance:
         answer = json.loads(command.stdout)
         return Answer(answer["status"], answer["headers"], answer["body"])
 
+    def request_of_size(self, method: str, path: str, body_bytes: int) -> Answer:
+        """A request with a JSON body of this many bytes (too large for a command line)."""
+        command = self.host.run("python3 -c " + " ".join(shlex.quote(arg) for arg in [
+            CLIENT_SOURCE, method, path, f"--body-bytes={body_bytes}", "--no-token"]))
+        assert command.rc == 0, command.stderr
+        answer = json.loads(command.stdout)
+        return Answer(answer["status"], answer["headers"], answer["body"])
+
+    def follow(self, path: str, into: str) -> None:
+        """Read an event stream through nginx in the background, each line written to the file `into` as it comes."""
+        client = " ".join(shlex.quote(arg) for arg in [CLIENT_SOURCE, "GET", path, f"--stream={into}", "--no-token"])
+        command = self.host.run(f"nohup python3 -c {client} >/dev/null 2>&1 &")
+        assert command.rc == 0, command.stderr
+
     def job(self, script: str, language: str = "python", timeout: float | None = None,
             wait: int = 30) -> dict[str, Any]:
         """A job submitted and, with wait, waited for (up to that many seconds)."""

@@ -2,6 +2,8 @@
 
 usage: python3 -c "$(cat box_client.py)" METHOD PATH [BODY_JSON] [--plain] [--no-token]
        (prints {"status", "headers", "body"}), or ... --print-token
+       --body-bytes=N sends a JSON body of N bytes; --stream=FILE writes the answer's body to FILE line by line
+       as it arrives (for event streams), and prints {"status", "headers"} at its end.
 
 The token is found where the service finds it: SERVER_RESPONDER_API_KEY(_FILE) in the boot-time env file,
 then api_key(_file) in config.toml, then the generated <data_dir>/api_token. HTTPS is verified against the
@@ -46,12 +48,15 @@ def api_token() -> str:
 
 
 def main(argv: list) -> int:
-    flags = {arg for arg in argv if arg.startswith("--")}
+    flags = {arg.split("=", 1)[0]: arg.partition("=")[2] for arg in argv if arg.startswith("--")}
     if "--print-token" in flags:
         print(api_token())
         return 0
     method, path, *rest = [arg for arg in argv if not arg.startswith("--")]
     body = rest[0] if rest else None
+    if "--body-bytes" in flags:
+        filler = int(flags["--body-bytes"]) - len('{"filler": ""}')
+        body = json.dumps({"filler": "x" * filler})
     headers = {"Content-Type": "application/json"} if body else {}
     if "--no-token" not in flags:
         headers["Authorization"] = "Bearer " + api_token()
@@ -62,6 +67,12 @@ def main(argv: list) -> int:
         connection = http.client.HTTPSConnection("localhost", 443, context=context, timeout=60)
     connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
+    if "--stream" in flags:
+        with open(flags["--stream"], "wb", buffering=0) as stream:
+            for line in response:
+                stream.write(line)
+        print(json.dumps({"status": response.status, "headers": dict(response.getheaders())}))
+        return 0
     data = response.read().decode("utf-8", "replace")
     try:
         parsed = json.loads(data)

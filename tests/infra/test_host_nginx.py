@@ -2,6 +2,8 @@
 
 import pytest
 
+from appliance_host import marker, wait_until
+
 
 def test_nginx_is_active(host):
     assert host.service("nginx").is_running
@@ -38,3 +40,25 @@ def test_job_needs_the_token(appliance):
     answer = appliance.request("POST", "/jobs", {"type": "script", "language": "python", "script": "print(1)"},
                                token=False)
     assert answer.status == 401
+
+
+def test_a_jobs_events_pass_through_nginx_as_they_come(appliance, host):
+    job = appliance.job("import time\nprint('first line', flush=True)\ntime.sleep(600)\n", timeout=900, wait=0)
+    events = f"/root/events-{marker()}"
+    appliance.follow(f"/jobs/{job['id']}/events", events)
+    try:
+        wait_until(lambda: host.file(events).exists and "first line" in host.file(events).content_string, 60,
+                   "the job's first line through nginx")
+        # Seen while the job still runs: nginx buffered nothing.
+        assert appliance.job_state(job["id"])["status"] == "running"
+    finally:
+        appliance.request("DELETE", f"/jobs/{job['id']}")
+    wait_until(lambda: "event: job" in host.file(events).content_string, 60, "the stream's last event")
+    host.run(f"rm -f {events}")
+
+
+def test_a_webhook_body_larger_than_other_requests_reaches_the_app(appliance):
+    # 5 MB: over nginx's limit for other routes (2m), within the one for webhooks: the answer is the app's JSON
+    # (a 404 where no github_secret is set), not nginx's 413.
+    answer = appliance.request_of_size("POST", "/github", 5 * 1024 * 1024)
+    assert isinstance(answer.body, dict) and answer.body.get("error"), answer
