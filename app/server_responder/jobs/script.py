@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from server_responder.files import write_file
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.requests import SCRIPT_FIELDS, parse_script
 from server_responder.jobs.types import JobType
@@ -17,8 +18,7 @@ class ScriptExecutor:
         language = context.spec["language"]
         interpreter = context.settings.languages[language]
         script_path = context.workspace / f"script{SCRIPT_SUFFIXES.get(language, '')}"
-        script_path.write_text(context.spec["script"])
-        script_path.chmod(0o640)
+        write_file(script_path, context.spec["script"].encode(), 0o640)
         process = context.run([*interpreter, script_path.name])
         artifacts = store_artifacts(context.workspace, context.results_location, context.store,
                                     ArtifactLimits.of(context.settings))

@@ -179,6 +179,16 @@ def error_response(status: int, detail: str, extra_headers: tuple[str, ...] = ()
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+class _HeldWrite:
+    """Takes what cheroot writes of a header block, for it to be sent with the body."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
 class ResponderRequest(CPWSGIHTTPRequest):
     """cheroot's request, with the header checks above, deadlines and JSON errors."""
 
@@ -186,6 +196,7 @@ class ResponderRequest(CPWSGIHTTPRequest):
         super().__init__(server, conn)
         self.header_reader = _CheckedHeaderReader(self)
         self.request_protocol = b""
+        self._held_head = b""
 
     def parse_request(self) -> None:
         stream = self.conn.stream
@@ -212,9 +223,37 @@ class ResponderRequest(CPWSGIHTTPRequest):
         # A body that timed out or broke leaves the stream unusable: answer, then close.
         if self.conn.stream.timed_out:
             self.close_connection = True
-        super().send_headers()
+        # The header block waits for the body's first bytes, so that a whole answer is one send; a chunked
+        # one is written as it comes (its last chunk is written past `write`).
+        wfile, self.conn.wfile = self.conn.wfile, _HeldWrite()
+        try:
+            super().send_headers()
+        finally:
+            held, self.conn.wfile = self.conn.wfile, wfile
+        self._held_head = held.data
+        if self.chunked_write:
+            self._send_held_head()
+
+    def write(self, chunk) -> None:
+        if self._held_head and not self.chunked_write:
+            chunk, self._held_head = self._held_head + chunk, b""
+        else:
+            self._send_held_head()
+        super().write(chunk)
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self._send_held_head()  # an answer without a body
+
+    def _send_held_head(self) -> None:
+        held, self._held_head = self._held_head, b""
+        if held:
+            self.conn.wfile.write(held)
 
     def simple_response(self, status, msg="") -> None:
+        self._send_held_head()
         code = int(str(status)[:3])
         detail = msg if isinstance(msg, str) else msg.decode("latin-1")
         if code == 505:
