@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -84,6 +85,14 @@ class _RequestStream(socket.SocketIO):
         finally:
             self._sock.settimeout(self.idle_timeout)
 
+    def _read_without_waiting(self, limit: int) -> bytes:
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(0)
+        try:
+            return self._sock.recv(limit)
+        finally:
+            self._sock.settimeout(timeout)
+
     def _counted(self, count: int | None) -> int | None:
         if count and self.budget is not None:
             self.budget -= count
@@ -92,15 +101,17 @@ class _RequestStream(socket.SocketIO):
     def gather(self, limit: int) -> int | None:
         """Read what has arrived, without waiting, into `read_ahead`: bytes read, 0 at end of stream, None if
         nothing was there."""
-        self._sock.settimeout(0)
         try:
-            data = self._sock.recv(limit)
+            if type(self._sock) is socket.socket and self._sock.gettimeout():
+                # A plain socket with a timeout does not block underneath: a read returns what is there, without
+                # the wait for readiness its recv makes first, or the two calls of setting a timeout of 0 and back.
+                data = os.read(self._sock.fileno(), limit)
+            else:
+                data = self._read_without_waiting(limit)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
             return 0
-        finally:
-            self._sock.settimeout(self.idle_timeout)
         self.read_ahead += data
         return len(data)
 
