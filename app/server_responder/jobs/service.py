@@ -187,13 +187,14 @@ class JobService:
             with self._condition:
                 self._accepting_now -= 1
         self.degradations.recovered("data_dir")
+        # Logged before a worker is woken, which would otherwise run beside this thread's logging.
+        log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
+                                        "request_id": request_id, "results_location": job.results_location})
         with self._condition:
             self._queue.append(job)
             self._active[job.id] = job
             self._done[job.id] = threading.Event()
             self._work_ready.notify()
-        log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
-                                        "request_id": request_id, "results_location": job.results_location})
         return job
 
     def get(self, job_id: str) -> Job | None:
