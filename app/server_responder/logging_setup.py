@@ -84,12 +84,36 @@ class DropCherryPyTime(logging.Filter):
 
 class RotatingLogFile(logging.handlers.RotatingFileHandler):
     """Rolls over once the file has reached maxBytes. The standard handler formats every record a second
-    time (and stats the file) to decide that before writing it; a file may now end one record past maxBytes."""
+    time (and stats the file) to decide that before writing it; this one counts the bytes it has written since
+    it opened the file, without asking the file. A file may end one record past maxBytes."""
+
+    _size = 0
+
+    def _open(self):
+        stream = super()._open()
+        self._size = stream.tell()  # appending starts at the end of what is there
+        return stream
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         if self.stream is None:
             self.stream = self._open()
-        return 0 < self.maxBytes <= self.stream.tell()
+        return 0 < self.maxBytes <= self._size
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.shouldRollover(record):
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            text = self.format(record) + self.terminator
+            self.stream.write(text)
+            self.stream.flush()
+            # JSON lines are ASCII: their length in characters is their size.
+            self._size += len(text) if text.isascii() else len(text.encode(self.encoding or "utf-8", "replace"))
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def logging_config(log_dir: Path, secrets: Iterable[str] = (), level: str = "INFO",

@@ -223,6 +223,9 @@ def data_dir_tag(data_dir: Path) -> str:
 # ---- cgroup files ------------------------------------------------------------------------------------------------
 
 
+_READ_BYTES = 65536
+
+
 def _read(path: Path | str) -> str:
     # Plain system calls: cgroup files are read several times per job, and buffered text files cost twice as much.
     try:
@@ -231,8 +234,12 @@ def _read(path: Path | str) -> str:
         return ""
     try:
         chunks = []
-        while chunk := os.read(descriptor, 65536):
+        # A read of a file (cgroup and /proc ones included, which fill a read as far as they have text) that
+        # returns less than was asked has reached the end: no further read to be told so.
+        while chunk := os.read(descriptor, _READ_BYTES):
             chunks.append(chunk)
+            if len(chunk) < _READ_BYTES:
+                break
         return b"".join(chunks).decode(errors="replace")
     except OSError:
         return ""

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import PurePath
 
+from server_responder.files import write_file
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.requests import SCRIPT_FIELDS, parse_script
 from server_responder.jobs.types import JobType
@@ -30,8 +31,7 @@ class ScriptExecutor:
         language = context.spec["language"]
         interpreter = context.settings.languages[language]
         script_path = context.workspace / f"script{SCRIPT_SUFFIXES.get(language, '')}"
-        script_path.write_text(context.spec["script"])
-        script_path.chmod(0o640)
+        write_file(script_path, context.spec["script"].encode(), 0o640)
         process = context.run([*interpreter, script_path.name])
         artifacts = store_artifacts(context.workspace, context.results_location, context.store,
                                     ArtifactLimits.of(context.settings))

@@ -212,6 +212,10 @@ class JobService:
                 self._quietly(lambda: self.journal.remove(job.id), None)
                 raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
             self.degradations.recovered("data_dir")
+            self.tally.accepted(job.type)
+            # Logged before a worker is woken, which would otherwise run beside this thread's logging.
+            log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
+                                            "request_id": request_id, "results_location": job.results_location})
             with self._condition:
                 self._queue.append(job)
                 self._active[job.id] = job
@@ -222,9 +226,6 @@ class JobService:
             with self._condition:
                 self._accepting_now -= 1
                 self._claimed.discard(job_id)
-        self.tally.accepted(job.type)
-        log.info("job accepted", extra={"event": "job.accepted", "job_id": job.id, "type": job.type,
-                                        "request_id": request_id, "results_location": job.results_location})
         return job
 
     def get(self, job_id: str) -> Job | None:

@@ -46,7 +46,22 @@ class ResultStore(Protocol):
 
 
 def put_json(store: ResultStore, key: str, document: Any) -> None:
-    store.put(key, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n", JSON_TYPE)
+    store.put(key, indented_json(document).encode() + b"\n", JSON_TYPE)
+
+
+def indented_json(document: Any) -> str:
+    """`json.dumps(document, indent=2, sort_keys=True)`. An object whose values hold nothing nested (a job's
+    result document, as a rule) is encoded by the C encoder with the indentation as its separator: the same
+    text, several times faster than the Python encoder that `indent` means."""
+    if isinstance(document, dict) and document and all(
+            isinstance(key, str) and _flat(value) for key, value in document.items()):
+        inner = json.dumps(document, sort_keys=True, separators=(",\n  ", ": "))
+        return "{\n  " + inner[1:-1] + "\n}"
+    return json.dumps(document, indent=2, sort_keys=True)
+
+
+def _flat(value: Any) -> bool:
+    return not isinstance(value, (dict, list, tuple)) or not value
 
 
 def get_json(store: ResultStore, key: str) -> Any | None:

@@ -119,6 +119,11 @@ class RequestHeaders(Mapping[str, str]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def copied(self) -> RequestHeaders:
+        """The same headers over a copy of the environ's header entries only."""
+        return RequestHeaders({key: value for key, value in self._environ.items()
+                               if key.startswith("HTTP_") or key in _UNPREFIXED_HEADERS})
+
 
 # The two headers PEP 3333 names without the HTTP_ prefix.
 _UNPREFIXED_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}

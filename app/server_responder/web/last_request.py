@@ -1,10 +1,11 @@
-"""The last job-submitting request, kept in memory for the admin page with every credential redacted."""
+"""The last job-submitting request, for the admin page: kept as it came, shown with every credential redacted."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,30 +54,61 @@ class RecordedRequest:
 
 
 class RequestRecorder:
-    """Keeps the most recent request it is given, redacted as it is recorded."""
+    """Keeps the most recent request it is given; redacted once, when it is first read (most requests are
+    never shown, and each submission would otherwise pay for it)."""
 
     def __init__(self, secrets: Callable[[], Iterable[str]] = tuple) -> None:
         self._secrets = secrets
-        self._last: RecordedRequest | None = None
+        # The latest request as it came, and its redacted record once made: replaced whole, so a reader on
+        # another thread sees one request or the next, never a mix.
+        self._latest: tuple[_Received, list[RecordedRequest | None]] | None = None
 
     @property
     def last(self) -> RecordedRequest | None:
-        return self._last
+        latest = self._latest
+        if latest is None:
+            return None
+        received, redacted = latest
+        if redacted[0] is None:
+            try:
+                redacted[0] = redacted_request(received, received.body,
+                                               [s for s in self._secrets() if s], received.moment)
+            except Exception:
+                # The admin page's view of a request must never break the page.
+                log.warning("request not recorded", exc_info=True, extra={"event": "admin.record_failed"})
+                return None
+        return redacted[0]
 
     def record(self, incoming: RequestLike) -> None:
         """Remember `incoming`; reading its body raises only what the handler reading it would raise."""
         body = incoming.body
-        try:
-            self._last = redacted_request(incoming, body, [s for s in self._secrets() if s])
-        except Exception:
-            # The admin page's view of a request must never stop a job from being submitted.
-            log.warning("request not recorded", exc_info=True, extra={"event": "admin.record_failed"})
+        self._latest = (_Received(incoming, body), [None])
 
 
-def redacted_request(incoming: RequestLike, body: bytes, secrets: list[str]) -> RecordedRequest:
+class _Received:
+    """What redacting a request reads of it, copied as it came: the request itself is not kept."""
+
+    __slots__ = ("moment", "method", "path", "remote", "request_id", "headers", "query", "content_type", "body")
+
+    def __init__(self, incoming: RequestLike, body: bytes) -> None:
+        self.moment = time.time()
+        self.method = incoming.method
+        self.path = incoming.path
+        self.remote = incoming.remote
+        self.request_id = incoming.request_id
+        copied = getattr(incoming.headers, "copied", None)
+        self.headers: Mapping[str, str] = copied() if copied is not None else dict(incoming.headers)
+        self.query = dict(incoming.query)
+        self.content_type = incoming.content_type
+        self.body = body
+
+
+def redacted_request(incoming: RequestLike, body: bytes, secrets: list[str],
+                     moment: float | None = None) -> RecordedRequest:
     fields, note = _body_fields(incoming.content_type, body)
+    received = datetime.fromtimestamp(time.time() if moment is None else moment, timezone.utc)
     return RecordedRequest(
-        received_at=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        received_at=received.isoformat(timespec="seconds").replace("+00:00", "Z"),
         method=incoming.method,
         path=incoming.path,
         remote=incoming.remote,

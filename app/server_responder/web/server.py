@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import select
 import socket
@@ -85,6 +86,14 @@ class _RequestStream(socket.SocketIO):
         finally:
             self._sock.settimeout(self.idle_timeout)
 
+    def _read_without_waiting(self, limit: int) -> bytes:
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(0)
+        try:
+            return self._sock.recv(limit)
+        finally:
+            self._sock.settimeout(timeout)
+
     def _counted(self, count: int | None) -> int | None:
         if count and self.budget is not None:
             self.budget -= count
@@ -93,15 +102,17 @@ class _RequestStream(socket.SocketIO):
     def gather(self, limit: int) -> int | None:
         """Read what has arrived, without waiting, into `read_ahead`: bytes read, 0 at end of stream, None if
         nothing was there."""
-        self._sock.settimeout(0)
         try:
-            data = self._sock.recv(limit)
+            if type(self._sock) is socket.socket and self._sock.gettimeout():
+                # A plain socket with a timeout does not block underneath: a read returns what is there, without
+                # the wait for readiness its recv makes first, or the two calls of setting a timeout of 0 and back.
+                data = os.read(self._sock.fileno(), limit)
+            else:
+                data = self._read_without_waiting(limit)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
             return 0
-        finally:
-            self._sock.settimeout(self.idle_timeout)
         self.read_ahead += data
         return len(data)
 
@@ -190,6 +201,16 @@ def _log_refusal(method: bytes | str | None, path: bytes | str | None, status: i
                request_id=secrets.token_hex(8), duration_ms=(time.monotonic() - started) * 1000)
 
 
+class _HeldWrite:
+    """Takes what cheroot writes of a header block, for it to be sent with the body."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
 class ResponderRequest(CPWSGIHTTPRequest):
     """cheroot's request, with the header checks above, deadlines and JSON errors."""
 
@@ -197,6 +218,7 @@ class ResponderRequest(CPWSGIHTTPRequest):
         super().__init__(server, conn)
         self.header_reader = _CheckedHeaderReader(self)
         self.request_protocol = b""
+        self._held_head = b""
 
     def parse_request(self) -> None:
         stream = self.conn.stream
@@ -224,9 +246,37 @@ class ResponderRequest(CPWSGIHTTPRequest):
         # A body that timed out or broke leaves the stream unusable: answer, then close.
         if self.conn.stream.timed_out:
             self.close_connection = True
-        super().send_headers()
+        # The header block waits for the body's first bytes, so that a whole answer is one send; a chunked
+        # one is written as it comes (its last chunk is written past `write`).
+        wfile, self.conn.wfile = self.conn.wfile, _HeldWrite()
+        try:
+            super().send_headers()
+        finally:
+            held, self.conn.wfile = self.conn.wfile, wfile
+        self._held_head = held.data
+        if self.chunked_write:
+            self._send_held_head()
+
+    def write(self, chunk) -> None:
+        if self._held_head and not self.chunked_write:
+            chunk, self._held_head = self._held_head + chunk, b""
+        else:
+            self._send_held_head()
+        super().write(chunk)
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self._send_held_head()  # an answer without a body
+
+    def _send_held_head(self) -> None:
+        held, self._held_head = self._held_head, b""
+        if held:
+            self.conn.wfile.write(held)
 
     def simple_response(self, status, msg="") -> None:
+        self._send_held_head()
         code = int(str(status)[:3])
         detail = msg if isinstance(msg, str) else msg.decode("latin-1")
         if code == 505:
