@@ -13,7 +13,6 @@ import pytest
 from server_responder.fleet.messages import job_id_for_message
 
 from tests.integration.test_lifecycle import gated, log_events, shutdown_recorder, wait_until
-from tests.moto_server import MotoServer
 
 BUCKET = "fleet-results"
 PREFIX = "fleet"
@@ -21,13 +20,6 @@ PREFIX = "fleet"
 VISIBILITY = 6
 QUEUE_MODE = {"store": f"s3://{BUCKET}/{PREFIX}", "queue_wait_seconds": 1, "queue_visibility_timeout": VISIBILITY,
               "queue_heartbeat_seconds": 1, "upload_retry_seconds": 0.5, "upload_retry_max_seconds": 2}
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

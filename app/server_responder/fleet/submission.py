@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from server_responder.fleet.messages import job_id_for_message
+from server_responder.fleet.polling import poll_pauses
 from server_responder.jobs.record import FINISHED, INTERRUPTED
 from server_responder.results.keys import default_location
 from server_responder.results.store import ResultStore, StoreUnavailable
 
-_FIRST_PAUSE_SECONDS = 0.25
-_LONGEST_PAUSE_SECONDS = 5.0
 
 
 class QueueRefused(Exception):
@@ -81,7 +80,7 @@ def wait_for_result(store: ResultStore, job: QueuedJob, seconds: float,
     and another box runs the job again, writing the same key. So it is returned only at the deadline.
     """
     deadline = clock() + seconds
-    wait = _FIRST_PAUSE_SECONDS
+    pauses = poll_pauses()
     seen: dict[str, Any] | None = None
     problem: str | None = None
     while True:
@@ -98,8 +97,7 @@ def wait_for_result(store: ResultStore, job: QueuedJob, seconds: float,
         remaining = deadline - clock()
         if remaining <= 0:
             return Awaited(seen, final=False, problem=problem)
-        pause(min(wait, remaining))
-        wait = min(wait * 2, _LONGEST_PAUSE_SECONDS)
+        pause(min(next(pauses), remaining))
 
 
 def _own_document(body: bytes | None, job_id: str) -> dict[str, Any] | None:

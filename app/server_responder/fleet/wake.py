@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from server_responder.fleet.polling import poll_pauses
 from server_responder.reaper.program import POLL_WORKERS, Instance, ResponderClient, instance_address
 
 # States an instance passes through on its way to running; a terminated one never gets there.
 _ON_THE_WAY = frozenset({"pending", "stopping", "stopped", "running"})
-_FIRST_PAUSE_SECONDS = 0.25
-_LONGEST_PAUSE_SECONDS = 5.0
 # Errors of StartInstances that clear by themselves: the instance is still stopping, or EC2 is busy.
 _PASSING_START_ERRORS = frozenset({"IncorrectInstanceState", "RequestLimitExceeded", "Throttling",
                                    "InsufficientInstanceCapacity"})
@@ -95,7 +94,7 @@ class Waker:
         began = self.clock()
         deadline = began + ready_timeout
         waiting = {instance_id: Waking(instance_id) for instance_id in dict.fromkeys(instance_ids)}
-        pause = _FIRST_PAUSE_SECONDS
+        pauses = poll_pauses()
         while waiting:
             running = [instance for description in self._describe(list(waiting))
                        if (instance := self._advance(waiting[description["InstanceId"]], description))]
@@ -116,8 +115,7 @@ class Waker:
                     yield waking
                 return
             if waiting:
-                self.pause(min(pause, remaining))
-                pause = min(pause * 2, _LONGEST_PAUSE_SECONDS)
+                self.pause(min(next(pauses), remaining))
 
     def _describe(self, instance_ids: list[str]) -> list[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError
