@@ -44,9 +44,9 @@ TOKEN = "benchmark-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ECHO_JOB = {"type": "script", "language": "sh", "script": "echo 9"}
 SEED_JOB = {"type": "script", "language": "sh", "script": "echo seed"}
-QUICK = {"requests": 32, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2, "record_requests": 30,
+QUICK = {"requests": 32, "paced": 10, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2, "record_requests": 30,
          "seed_clients": 16, "pruning_retained": 100}
-FULL = {"requests": 200, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5, "record_requests": 200,
+FULL = {"requests": 200, "paced": 30, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5, "record_requests": 200,
         "seed_clients": 16, "pruning_retained": 1000}
 # Seen in a service's child's command line: a helper process running the service's own code, not a job.
 SERVICE_CODE = "server_responder"
@@ -416,6 +416,30 @@ def print_echo_table(figures: EchoFigures, args: argparse.Namespace) -> None:
         print(f"{label:<24}{cells[0]:>26}{cells[1]:>26}{cells[2]:>28}{cells[3]:>26}{int(sum(row['unexpected'])):>9}")
 
 
+# The pause between the paced requests: a caller now and then rather than back to back, as most are.
+PACE_SECONDS = 0.1
+
+
+def measure_paced(endpoints: list[Endpoint], args: argparse.Namespace) -> dict[str, list[float]]:
+    """Per endpoint, the p50 of each round of `args.paced` requests from one client, one every PACE_SECONDS."""
+    p50s: dict[str, list[float]] = {endpoint.label: [] for endpoint in endpoints}
+    for round_number in range(args.rounds):
+        shift = round_number % len(endpoints)
+        for endpoint in endpoints[shift:] + endpoints[:shift]:
+            latencies = Latencies()
+            for _ in range(args.paced):
+                time.sleep(PACE_SECONDS)
+                started = time.perf_counter()
+                status, _ = endpoint.fetch()
+                latencies.add(time.perf_counter() - started, status == endpoint.status)
+            p50s[endpoint.label].append(latencies.ms(0.5))
+    print(f"\n`echo 9` paced: 1 client, a request every {PACE_SECONDS * 1000:.0f} ms on a new connection, "
+          f"{args.paced} per round, {args.rounds} round(s); median (min–max) of the rounds' p50, ×ratio to webhook")
+    for label, figures in p50s.items():
+        print(f"{label:<24}{spread(figures, 1):>26} ms {ratio(figures, p50s['webhook'])}")
+    return p50s
+
+
 def memory_of(webhook: Server, responder: Server) -> dict[str, Memory]:
     return {"webhook": webhook.memory(), "responder": responder.memory()}
 
@@ -769,6 +793,7 @@ def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: " + json.dumps(QUICK))
     parser.add_argument("--requests", type=int, help=f"requests per timed measurement ({FULL['requests']})")
+    parser.add_argument("--paced", type=int, help=f"paced requests per round ({FULL['paced']})")
     parser.add_argument("--rounds", type=int, help=f"alternating rounds ({FULL['rounds']})")
     parser.add_argument("--records", type=int, help=f"the large number of job records kept ({FULL['records']})")
     parser.add_argument("--record-requests", type=int,
@@ -822,6 +847,7 @@ def main() -> int:
             idle_memory = memory_of(webhook, responder)
             echo = measure_echo(endpoints, args)
             print_echo_table(echo, args)
+            measure_paced(endpoints, args)
             measure_memory(webhook, responder, idle_memory, endpoints[:2], args.jobs_for_rss)
         startup = measure_startup(home, args.starts)
         records = measure_records(home / "records", args)

@@ -103,6 +103,7 @@ class Settings:
     max_event_streams: int = 0  # 0: a quarter of http_threads
     event_keepalive_seconds: float = 15.0
     metrics_public: bool = False
+    pin_service_cpu: bool = True
     default_timeout: float = 300.0
     max_timeout: float = 3600.0
     kill_grace_seconds: float = 5.0

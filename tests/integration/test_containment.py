@@ -263,3 +263,33 @@ def test_a_job_whose_launcher_is_killed_fails_saying_so_and_later_jobs_run(tmp_p
         assert _launcher_of(responder.process.pid) != launcher
     finally:
         responder.stop()
+
+
+def test_a_later_job_gets_a_workspace_with_nothing_of_an_earlier_ones(tmp_path):
+    # One worker: the workspace the first job leaves, when it is kept, is the one the second job gets.
+    responder = start_responder(tmp_path, "cgroup", workers=1)
+    work = responder.data_dir / "work"
+    listing = 'cd "$HOME" && find . -mindepth 1 | sort | tr "\\n" " "'
+
+    def run_then_kept(script: str) -> tuple[list[str], list[str]]:
+        job = responder.submit(script, language="sh")
+        assert job["status"] == "succeeded", job["stderr"]
+        deadline = time.monotonic() + 10
+        while (work / job["id"]).exists():
+            assert time.monotonic() < deadline, "the workspace was never finished with"
+            time.sleep(0.02)
+        return job["stdout"].split(), sorted(entry.name.split("-")[0] for entry in work.iterdir())
+
+    try:
+        first = run_then_kept(f'echo secret > "$HOME/left"; echo x > "$TMPDIR/x"; rm "$TMPDIR/x"; {listing}')
+        second = run_then_kept(f'{listing}; echo secret > "$TMPDIR/left"')
+        third = run_then_kept(listing)
+    finally:
+        responder.stop()
+    # Kept: the first job's files at its top go, and its emptied directories serve the next job.
+    assert first == (["./artifacts", "./left", "./script.sh", "./tmp"], ["kept"])
+    assert second[0] == ["./artifacts", "./script.sh", "./tmp"]
+    # Not kept: a file left below the top, so the workspace went whole and the next job got a new one.
+    assert second[1] == []
+    assert third == (["./artifacts", "./script.sh", "./tmp"], ["kept"])
+    assert list(work.iterdir()) == []

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from server_responder.jobs.workspaces import KEPT_PREFIX
+
 from git_projects import GitProject
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -53,12 +55,13 @@ def test_command_runs_at_the_commit_and_its_result_is_stored_three_ways(make_res
     assert at_location["results"] == f"one\n{first}\n" and at_location["commit_key"] == f"acme/widget/{first}"
     index = result(responder, "acme/widget")
     assert index == {first: {"uri": f"/results/acme/widget/{first}", "push": None}}
-    # The workspace goes once the answer is out and nothing of the job runs.
+    # The workspace goes once the answer is out and nothing of the job runs; one kept for a later job is empty.
     work = responder.data_dir / "work"
     deadline = time.monotonic() + 10
-    while list(work.iterdir()) and time.monotonic() < deadline:
+    while [entry for entry in work.iterdir() if not entry.name.startswith(KEPT_PREFIX)]:
+        assert time.monotonic() < deadline, list(work.iterdir())
         time.sleep(0.05)
-    assert list(work.iterdir()) == []
+    assert [sorted(path.name for path in kept.rglob("*")) for kept in work.iterdir()] in ([], [["artifacts", "tmp"]])
 
 
 def test_default_commit_is_the_default_branch_and_refs_resolve(make_responder, project):

@@ -368,3 +368,61 @@ def test_a_job_submitted_with_its_own_id_runs_once_at_a_time_and_again_once_fini
             responder.jobs.submit("script", script("print(1)"), job_id="../escape")
     finally:
         responder.stop()
+
+
+def test_a_waited_job_is_synced_once_with_its_end_or_else_before_its_caller_is_answered(tmp_path, monkeypatch):
+    responder = make(tmp_path)
+    responder.start()
+    journal = responder.jobs.journal
+    events: list[str] = []
+    save, fdatasync = journal.save, os.fdatasync
+    monkeypatch.setattr(journal, "save", lambda job, durable=False: (events.append(f"{job.status} saved"),
+                                                                     save(job, durable))[1])
+    monkeypatch.setattr(os, "fdatasync", lambda descriptor: (events.append("synced"), fdatasync(descriptor))[1])
+    gate = tmp_path / "gate"
+    try:
+        # Answered only once final: the accepted record is synced with the final one.
+        done = responder.jobs.submit_and_wait("script", script("print(9)"), None, None, 10)
+        assert done.status == "succeeded" and done.stdout == "9\n"
+        assert events == ["queued saved", "running saved", "succeeded saved", "synced"]
+        # Submitted and waited for apart, as a caller told at once of its job: two syncs.
+        events.clear()
+        apart = responder.jobs.submit("script", script("print(9)"))
+        assert responder.jobs.wait(apart.id, 10).status == "succeeded"
+        assert events == ["queued saved", "synced", "running saved", "succeeded saved", "synced"]
+        # Not final by the deadline: its caller is told of it (202), so it is on disk first.
+        events.clear()
+        gated = script(f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)")
+        pending = responder.jobs.submit_and_wait("script", gated, None, None, 0.3)
+        assert not pending.finished
+        assert events[0] == "queued saved" and events[-1] == "synced"
+        gate.touch()
+        assert responder.jobs.wait(pending.id, 10).status == "succeeded"
+    finally:
+        gate.touch()
+        responder.stop()
+
+
+def test_a_waited_job_that_cannot_be_synced_by_its_deadline_is_refused_to_its_caller_but_runs(tmp_path, monkeypatch):
+    responder = make(tmp_path)
+    responder.start()
+    gate = tmp_path / "gate"
+    fdatasync = os.fdatasync
+
+    def failing(descriptor: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    try:
+        monkeypatch.setattr(os, "fdatasync", failing)
+        gated = script(f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('ran')")
+        with pytest.raises(DataDirUnwritable, match="Input/output error"):
+            responder.jobs.submit_and_wait("script", gated, "r/unsynced", None, 0.3)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        gate.touch()
+        deadline = time.monotonic() + 10
+        while (get_json(responder.store, "r/unsynced") or {}).get("status") != "succeeded":
+            assert time.monotonic() < deadline, "the job never finished"
+            time.sleep(0.02)
+    finally:
+        gate.touch()
+        responder.stop()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from server_responder.jobs import privileges
+from server_responder.jobs.affinity import every_cpu
 from server_responder.jobs.launcher import Launcher
 
 log = logging.getLogger("server_responder.jobs")
@@ -75,6 +76,8 @@ class JobCell(Protocol):
 
     # What starts the job's processes: the job's launcher, or (None) the service itself.
     launcher: Launcher | None
+    # No process of the job can leave it: once it is empty, nothing of the job runs anywhere.
+    sealed: bool
 
     def placement(self) -> list[int]:
         """Descriptors the job's first process writes `0` to before any job code runs (closed by the caller)."""
@@ -122,12 +125,16 @@ class Containment(Protocol):
 
 def child_setup(placement: Iterable[int], death_signal: bool = True) -> Callable[[], None]:
     """What a job's process does between fork and exec: join its cgroups, give up every capability and the
-    means to regain any, and die with the thread that started it. Only system calls: no locks, no allocation."""
+    means to regain any, die with the thread that started it, and run on every CPU the service may use. Only
+    system calls, and no lock taken."""
     descriptors = tuple(placement)
+    cpus = every_cpu()
 
     def setup() -> None:
         for descriptor in descriptors:
             os.write(descriptor, b"0")
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
         privileges.drop_all_capabilities()
         privileges.prctl(privileges.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if death_signal:
@@ -323,6 +330,8 @@ def _signal(pid: int, signum: int) -> None:
 class CgroupCell:
     """A job's cgroup2 directory (for kill and emptiness) and any v1 directories that carry its limits."""
 
+    sealed = True
+
     def __init__(self, unified: Path, v1: dict[str, Path] | None = None, launcher: Launcher | None = None,
                  on_removed: Callable[[], None] | None = None) -> None:
         self.unified = unified
@@ -336,8 +345,8 @@ class CgroupCell:
         self._removed = False
 
     def placement(self) -> list[int]:
-        directories = [self.unified, *self.v1.values()]
-        return [os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for directory in directories]
+        files = [self.unified / "cgroup.procs", *(directory / "tasks" for directory in self.v1.values())]
+        return [os.open(file, os.O_WRONLY | os.O_CLOEXEC) for file in files]
 
     def started(self, pid: int) -> None:
         self._started = True
@@ -681,6 +690,7 @@ class ProcessTreeCell:
     reused pid is never taken for one of them. Without cgroups this is the best that can be done."""
 
     launcher = None  # started by the service itself: it is their subreaper
+    sealed = False  # a process that slips past the tracking is not in it
 
     def __init__(self, record: Path | None = None, on_removed: Callable[[ProcessTreeCell], None] | None = None,
                  service_pid: int | None = None) -> None:

@@ -7,6 +7,11 @@ them; it takes the job user as its real ids only (its effective ids stay privile
 the child has the job user's ids from its exec on; then it goes back to its own ids and cgroups. It answers on the
 job's socket with the pid, and later with the exit status, then closes it.
 
+The launcher is single-threaded, so it moves between v1 cgroups through their `tasks` files, its one thread:
+moving a whole process (`cgroup.procs`) takes a lock for every thread group, whose first taker after a quiet
+spell waits out an RCU grace period, several milliseconds on the first job after a pause. cgroup2 moves
+processes only through `cgroup.procs`, so a job's cgroup2 move still pays that once per burst of jobs.
+
 What the launcher is, every job inherits: no supplementary groups, no inheritable or ambient capabilities (so a
 job's exec leaves it none), no_new_privs. It is not dumpable and dies with the service.
 
@@ -29,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from server_responder.jobs import privileges
+from server_responder.jobs.affinity import every_cpu, unpin_this_process
 
 LAUNCHER_ENDED = "the job's launcher ended"
 LAUNCHER_SILENT = "the job's launcher did not answer"
@@ -136,7 +142,8 @@ class Launcher:
             # Started by the thread that asks: the launcher's death signal follows that thread, so only
             # threads that live as long as the job service start it.
             self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()), *map(str, self.homes)],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()), _cpu_list(every_cpu()),
+                 *map(str, self.homes)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/",
                 env=_launcher_environment())
         except BaseException:
@@ -165,6 +172,11 @@ class Launcher:
             process.wait()
 
 
+def _cpu_list(cpus: frozenset[int] | None) -> str:
+    """The CPUs the launcher and its jobs run on, as an argument: `-` for the ones it inherits."""
+    return ",".join(map(str, sorted(cpus))) if cpus else "-"
+
+
 def _launcher_environment() -> dict[str, str]:
     """Nothing of the service's secrets: only what finding the interpreter's modules may need."""
     environment = {"PATH": os.defpath, "LANG": "C.UTF-8"}
@@ -177,6 +189,13 @@ def _readable(channel: socket.socket, timeout: float | None) -> bool:
     poller = select.poll()
     poller.register(channel, select.POLLIN)
     return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
+def joining_file(cgroup: Path) -> Path:
+    """What the single-threaded launcher writes `0` to, to move into `cgroup`: a v1 group's `tasks`, else (cgroup2)
+    its `cgroup.procs`."""
+    tasks = cgroup / "tasks"
+    return tasks if tasks.exists() else cgroup / "cgroup.procs"
 
 
 # ---- the messages ------------------------------------------------------------------------------------------------
@@ -288,7 +307,7 @@ class _Server:
         self.uid, self.gid = os.getuid(), os.getgid()
         self.homes: dict[int, int] = {}
         for home in homes:
-            descriptor = os.open(Path(home) / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            descriptor = os.open(joining_file(Path(home)), os.O_WRONLY | os.O_CLOEXEC)
             hierarchy = os.fstat(descriptor).st_dev
             if hierarchy in self.homes:
                 os.close(descriptor)  # controllers mounted together: one hierarchy, one way back
@@ -486,8 +505,10 @@ def _become_launcher(parent: int) -> None:
 
 
 def main(arguments: Sequence[str]) -> None:
-    control_fd, parent, *homes = arguments
+    control_fd, parent, cpus, *homes = arguments
     _become_launcher(int(parent))
+    if cpus != "-":
+        unpin_this_process(frozenset(int(cpu) for cpu in cpus.split(",")))
     control = socket.socket(fileno=int(control_fd))
     control.set_inheritable(False)
     try:

@@ -190,14 +190,18 @@ def language_field(body: Mapping[str, Any], settings: Settings) -> str:
 
 def language_problem(language: Any, settings: Settings) -> str | None:
     """Why a script of this language can't run here, or None: not configured, or its interpreter is missing."""
-    usable = ", ".join(sorted(name for name, argv in settings.languages.items() if interpreter_installed(argv[0])))
-    if not isinstance(language, str) or language not in settings.languages:
-        return f"{language!r} is not available; available: {usable or 'none'}"
-    interpreter = settings.languages[language][0]
-    if not interpreter_installed(interpreter):
+    if isinstance(language, str) and language in settings.languages:
+        interpreter = settings.languages[language][0]
+        if interpreter_installed(interpreter):
+            return None  # the usual case: only its own interpreter looked up
         return (f"{language}'s interpreter {interpreter} is not installed on this responder (install it, or "
-                f"use one of: {usable or 'none'})")
-    return None
+                f"use one of: {_usable_languages(settings)})")
+    return f"{language!r} is not available; available: {_usable_languages(settings)}"
+
+
+def _usable_languages(settings: Settings) -> str:
+    usable = sorted(name for name, argv in settings.languages.items() if interpreter_installed(argv[0]))
+    return ", ".join(usable) or "none"
 
 
 def interpreter_installed(name: str) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import subprocess
 import threading
 import time
 from collections import OrderedDict, deque
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server_responder.degraded import Degradations, is_storage_fault, write_fault
-from server_responder.jobs.containment import Containment, JobCell, JobStats, child_setup, detect_containment
+from server_responder.jobs.containment import Containment, JobCell, JobStats, detect_containment
 from server_responder.jobs.executor import JobContext, JobOutcome
 from server_responder.jobs.journal import JobJournal
 from server_responder.jobs.output import LiveOutput, OutputEvent, Position, finished_events
@@ -26,6 +24,7 @@ from server_responder.jobs.record import (
 from server_responder.jobs.runner import job_user_for
 from server_responder.jobs.tally import JobTally
 from server_responder.jobs.types import JobTypes
+from server_responder.jobs.workspaces import Workspaces
 from server_responder.lifecycle.idle import IdleClock
 from server_responder.results.keys import default_location
 from server_responder.results.store import ResultStore, put_json
@@ -76,6 +75,7 @@ class JobService:
         # Never root: a root service with no job_user runs jobs as an unprivileged user.
         self.run_as = job_user_for(settings.job_user, os.geteuid())
         self.containment = containment or detect_containment(settings)
+        self.workspaces = Workspaces(settings.work_dir, self.run_as, kept_max=settings.workers)
         self._queue: deque[Job] = deque()
         self._active: dict[str, Job] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -132,6 +132,7 @@ class JobService:
         for worker in self._workers:
             worker.join(wait)
         self._workers = []
+        self.workspaces.close()
         self.containment.stop()
         self._quietly(self.clock.flush, "data_dir")
 
@@ -177,16 +178,14 @@ class JobService:
                 self._done[job.id] = threading.Event()
                 self._live[job.id] = LiveOutput(self.settings.output_limit_bytes)
                 log.info("job recovered", extra={"event": "job.recovered", "job_id": job.id, "type": job.type})
-        queued = {job.id for job in self._queue}
-        for entry in self.settings.work_dir.iterdir():
-            if entry.is_dir() and not entry.is_symlink() and entry.name not in queued:
-                self._remove_workspace(entry)
+        self.workspaces.recover({job.id for job in self._queue})
 
     def submit(self, job_type: str, spec: dict[str, Any], results_location: str | None = None,
                request_id: str | None = None, *, job_id: str | None = None,
-               details: dict[str, Any] | None = None) -> Job:
+               details: dict[str, Any] | None = None, durable: bool = True) -> Job:
         """Accept a job; `job_id` names it when the caller already knows its id (a finished job of that id is
-        run again, a queued or running one raises JobExists), `details` start its result document's extras."""
+        run again, a queued or running one raises JobExists), `details` start its result document's extras.
+        With `durable` false its accepted record is written but not synced: for a caller told nothing yet."""
         if self.types.executor(job_type) is None:
             raise ValueError(f"no executor for job type {job_type!r}")
         if job_id is not None and not _JOB_ID.fullmatch(job_id):
@@ -207,7 +206,7 @@ class JobService:
             try:
                 # In the journal, on disk, before it is acknowledged: an accepted job survives a crash. The disk
                 # write is outside the service's lock, so jobs accepted at once share one.
-                self.journal.save(job, durable=True)
+                self.journal.save(job, durable=durable)
             except OSError as error:
                 self._quietly(lambda: self.journal.remove(job.id), None)
                 raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
@@ -227,6 +226,20 @@ class JobService:
                 self._accepting_now -= 1
                 self._claimed.discard(job_id)
         return job
+
+    def submit_and_wait(self, job_type: str, spec: dict[str, Any], results_location: str | None, request_id: str | None,
+                        wait: float) -> Job:
+        """Accept a job whose caller waits up to `wait` seconds for it: the answer is its acknowledgement. So its
+        accepted record is synced with its final one (one sync, not two), or, when it is not final by then,
+        before this returns. A sync that fails then raises DataDirUnwritable, though the job runs on."""
+        job = self.submit(job_type, spec, results_location, request_id, durable=False)
+        answered = self.wait(job.id, wait) or job
+        if not answered.finished:
+            try:
+                self.journal.sync()
+            except OSError as error:
+                raise DataDirUnwritable(self._write_failed(error, "data_dir")) from None
+        return answered
 
     def get(self, job_id: str) -> Job | None:
         with self._condition:
@@ -348,7 +361,7 @@ class JobService:
         log.info("job started", extra={"event": "job.started", "job_id": job.id, "type": job.type,
                                        "request_id": job.request_id})
         started = time.monotonic()
-        workspace = self._make_workspace(job.id)
+        workspace = self.workspaces.make(job.id)
         cell: JobCell | None = None
         try:
             try:
@@ -368,7 +381,7 @@ class JobService:
             self._finish(self._finished(job, outcome, cancel, round(time.monotonic() - started, 3), stats))
         finally:
             # Nothing of the job runs any more: what it leaves on disk goes once the caller has its answer.
-            self._remove_workspace(workspace)
+            self.workspaces.finish(workspace, nothing_left_running=cell is not None and cell.sealed and cell.empty())
             self._remove_cell(job, cell)
 
     def _end_cell(self, job: Job, cell: JobCell | None) -> JobStats:
@@ -530,48 +543,3 @@ class JobService:
         if is_storage_fault(error):
             return f"the service could not write: {self._write_failed(error, 'data_dir')}"
         return f"internal error: {type(error).__name__}"
-
-    def _make_workspace(self, job_id: str) -> Path:
-        workspace = self.settings.work_dir / job_id
-        for directory in (workspace, workspace / "artifacts", workspace / "tmp"):
-            try:
-                os.mkdir(directory, 0o700)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                directory.mkdir(parents=True, mode=0o700)
-            if self.run_as:
-                # Shared with the job user's group; new files and directories below keep the group (setgid),
-                # so the service can read them.
-                if directory == workspace:
-                    os.chown(directory, -1, self.run_as.gid)
-                os.chmod(directory, 0o2770)
-        return workspace
-
-    def _remove_workspace(self, workspace: Path) -> None:
-        if _remove_plain_workspace(workspace):
-            return
-        if self.run_as and os.geteuid() != 0:
-            # The job may have made files only its own user can remove (root can remove anything).
-            subprocess.run(["rm", "-rf", "--", str(workspace)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=False, env={"PATH": "/usr/bin:/bin"},
-                           user=self.run_as.uid, group=self.run_as.gid, extra_groups=[],
-                           preexec_fn=child_setup(()))
-        shutil.rmtree(workspace, ignore_errors=True)
-
-
-def _remove_plain_workspace(workspace: Path) -> bool:
-    """The usual workspace, files and empty directories at its top, removed in a few calls; False when it is
-    anything more, for the thorough removal."""
-    try:
-        with os.scandir(workspace) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)
-                else:
-                    os.unlink(entry.path)
-        os.rmdir(workspace)
-    except OSError:
-        return False
-    return True
-

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from server_responder.jobs.affinity import every_cpu, unpin_this_process
 from server_responder.jobs.runner import SAFE_PATH, JobUser
 
 log = logging.getLogger("server_responder.git")
@@ -114,6 +115,7 @@ class Git:
         process = subprocess.Popen(
             ["git", *args], cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, umask=umask,
+            preexec_fn=unpin_this_process if every_cpu() is not None else None,
         )
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:

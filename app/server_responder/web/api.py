@@ -49,9 +49,7 @@ class JobsApi:
                                                         authorized=incoming.has_token()),
                               token_sent=incoming.bearer_token() is not None)
         wait = incoming.number_param("wait", 0.0, MAX_WAIT_SECONDS)
-        job = self._submit(job_request, incoming)
-        if wait > 0:
-            job = self.jobs.wait(job.id, wait) or job
+        job = self._submit(job_request, incoming, wait)
         return Response(job.resource(), status=200 if job.finished else 202,
                         headers={"Location": f"/jobs/{job.id}"})
 
@@ -64,8 +62,7 @@ class JobsApi:
                 401, "unauthorized", "api_token or signature is required")
         job_request = _parsed(lambda: parse_legacy_form(fields, self.settings, self.responder.types,
                                                               authorized=authorized))
-        job = self._submit(job_request, incoming)
-        job = self.jobs.wait(job.id, self.settings.sync_wait_seconds) or job
+        job = self._submit(job_request, incoming, self.settings.sync_wait_seconds)
         summary = {"job_id": job.id, "status": job.status, "results_location": job.results_location}
         if not job.finished:
             return Response({"not_complete": True, **summary}, status=202, headers={"Location": f"/jobs/{job.id}"})
@@ -75,8 +72,12 @@ class JobsApi:
         if self.recorder is not None:
             self.recorder.record(incoming)
 
-    def _submit(self, job_request: JobRequest, incoming: Incoming) -> Job:
+    def _submit(self, job_request: JobRequest, incoming: Incoming, wait: float = 0.0) -> Job:
+        """The job accepted; with `wait`, as it is once final or `wait` seconds later."""
         with submission_errors():
+            if wait > 0:
+                return self.jobs.submit_and_wait(job_request.type, job_request.spec, job_request.results_location,
+                                                 incoming.request_id, wait)
             return self.jobs.submit(job_request.type, job_request.spec, job_request.results_location,
                                     request_id=incoming.request_id)
 
