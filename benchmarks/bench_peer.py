@@ -44,10 +44,10 @@ TOKEN = "benchmark-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ECHO_JOB = {"type": "script", "language": "sh", "script": "echo 9"}
 SEED_JOB = {"type": "script", "language": "sh", "script": "echo seed"}
-QUICK = {"requests": 32, "paced": 10, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2, "record_requests": 30,
-         "seed_clients": 16, "pruning_retained": 100}
-FULL = {"requests": 200, "paced": 30, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5, "record_requests": 200,
-        "seed_clients": 16, "pruning_retained": 1000}
+QUICK = {"requests": 32, "paced": 10, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2,
+         "record_requests": 30, "seed_clients": 16, "pruning_retained": 100}
+FULL = {"requests": 200, "paced": 30, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5,
+        "record_requests": 200, "seed_clients": 16, "pruning_retained": 1000}
 # Seen in a service's child's command line: a helper process running the service's own code, not a job.
 SERVICE_CODE = "server_responder"
 # Jobs the pruning measurement keeps waiting at most: enough to keep every worker busy, few enough that the
@@ -571,53 +571,67 @@ RecordFigures = dict[int, dict[str, Latencies]]
 
 
 def measure_records(home: Path, args: argparse.Namespace) -> RecordFigures:
+    """Each count of records seeded into a data dir of its own, then the routes timed on services started afresh
+    on each, alternating between the counts round by round, so that drift of the machine falls on both."""
     counts = sorted({100, args.records})
     # Room for every record seeded and every job the measurement submits, kept by count and by age alike,
     # and a queue that takes the whole seeding at once.
-    room = max(counts) + len(counts) * args.record_requests + 1000
+    room = max(counts) + args.rounds * args.record_requests + 1000
     settings = {"jobs_retained": room, "jobs_retained_minutes": 60 * 24 * 365, "queue_size": room,
                 "max_connections_per_client": 0}
-    figures: RecordFigures = {}
     print(f"\njob records ({', '.join(f'{k} = {v}' for k, v in settings.items())}); seeded through POST /jobs "
-          f"from {args.seed_clients} connections at once")
-    responder = start_responder(home, **settings)
-    try:
-        seconds_to_first_answer(responder, "/health")
-        ids: list[str] = []
-        submitted_by_probes = 0
-        for count in counts:
-            seeding = seed(responder, count - len(ids) - submitted_by_probes, args.seed_clients)
-            ids += seeding.ids
-            seeded = len(seeding.ids)
-            print(f"{count:>7} records: {seeded} seeded, accepted in {seeding.accepted_s:.1f} s "
-                  f"({seeded / seeding.accepted_s:.0f} jobs/s), all finished after {seeding.finished_s:.1f} s "
-                  f"({seeded / seeding.finished_s:.0f} jobs/s)"
-                  + (f"; not accepted and made up for: {dict(seeding.refused)} (status 0: connection failed)"
-                     if seeding.refused else ""))
-            # Each count is timed on a service started afresh on the records: what is compared is the number
-            # kept, not the history of a process that has just run them all.
-            responder.stop()
-            responder = start_responder(home, **settings)
-            restarted_s = seconds_to_first_answer(responder, "/health")
-            print(f"        restarted on them: first 200 on GET /health after {restarted_s:.2f} s")
-            figures[count] = {probe.label: time_probe(responder.port, probe, args.record_requests)
-                              for probe in record_probes(ids, args.record_requests)}
-            submitted_by_probes += args.record_requests
-            responder.wait_until_idle()
-            client = ApiClient(responder.port)
-            kept = [client.request("GET", f"/jobs/{job_id}")[0] for job_id in (ids[0], ids[-1])]
-            client.close()
-            print(f"        oldest and newest seeded record answer {kept[0]} and {kept[1]}")
-    finally:
-        responder.stop()
-    print_records_table(figures, args.record_requests)
+          f"from {args.seed_clients} connections at once, each count in a data dir of its own")
+    ids: dict[int, list[str]] = {}
+    for count in counts:
+        with running_responder(home / str(count), **settings) as responder:
+            seeding = seed(responder, count, args.seed_clients)
+        ids[count] = seeding.ids
+        seeded = len(seeding.ids)
+        print(f"{count:>7} records: {seeded} seeded, accepted in {seeding.accepted_s:.1f} s "
+              f"({seeded / seeding.accepted_s:.0f} jobs/s), all finished after {seeding.finished_s:.1f} s "
+              f"({seeded / seeding.finished_s:.0f} jobs/s)"
+              + (f"; not accepted and made up for: {dict(seeding.refused)} (status 0: connection failed)"
+                 if seeding.refused else ""))
+    figures: RecordFigures = {count: {} for count in counts}
+    restarts: dict[int, list[float]] = {count: [] for count in counts}
+    for round_number in range(args.rounds):
+        shift = round_number % len(counts)
+        for count in counts[shift:] + counts[:shift]:
+            # A service started afresh on a copy of the records as seeded (the submits timed add some): what
+            # is compared is the number kept, not the history of a process that has just run them all.
+            seeded_home, copy = home / str(count), home / f"{count}-round-{round_number}"
+            shutil.copytree(seeded_home / "data", copy / "data", symlinks=True)
+            responder = start_responder(copy, store=str(seeded_home / "results"), **settings)
+            try:
+                restarts[count].append(seconds_to_first_answer(responder, "/health"))
+                for probe in record_probes(ids[count], args.record_requests):
+                    timed = time_probe(responder.port, probe, args.record_requests)
+                    kept = figures[count].setdefault(probe.label, Latencies())
+                    kept.seconds += timed.seconds
+                    kept.unexpected += timed.unexpected
+                responder.wait_until_idle()
+                if round_number == args.rounds - 1:
+                    client = ApiClient(responder.port)
+                    kept_ids = [client.request("GET", f"/jobs/{job_id}")[0] for job_id in (ids[count][0],
+                                                                                          ids[count][-1])]
+                    client.close()
+                    print(f"{count:>7} records: the oldest and newest seeded record answer {kept_ids[0]} and "
+                          f"{kept_ids[1]}")
+            finally:
+                responder.stop()
+                shutil.rmtree(copy, ignore_errors=True)
+    for count in counts:
+        print(f"{count:>7} records: started afresh on them {args.rounds} time(s), first 200 on GET /health after "
+              f"{spread(restarts[count], 2)} s")
+    print_records_table(figures, args.record_requests * args.rounds, args.rounds)
     return figures
 
 
-def print_records_table(figures: RecordFigures, requests: int) -> None:
+def print_records_table(figures: RecordFigures, requests: int, rounds: int) -> None:
     few, many = min(figures), max(figures)
-    print(f"\nAPI latency ms with job records kept, {requests} requests each at 1 client, on a service started "
-          f"afresh on them (keep-alive; the jobs submitted run meanwhile); ×{many} vs {few} records (flat: ×1.00)")
+    print(f"\nAPI latency ms with job records kept, {requests} requests each at 1 client over {rounds} alternating "
+          f"round(s), each on a service started afresh on them (keep-alive; the jobs submitted run meanwhile); "
+          f"×{many} vs {few} records (flat: ×1.00)")
     print(f"{'':<18}" + "".join(f"{f'{n} p50':>12}{'p95':>8}{'max':>8}" for n in (few, many))
           + f"{'×p50':>8}{'×p95':>8}{'×max':>8}{'wrong status':>14}")
     for label in figures[few]:

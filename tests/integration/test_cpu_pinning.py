@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,9 @@ def test_the_service_runs_on_one_cpu_and_its_jobs_on_every_one(tmp_path):
         # Its threads, those started since (HTTP, job workers) included, share the last CPU.
         assert threads_cpus(service) == {LAST_CPU}
         assert cpus_of(launcher_of(service)) == EVERY_CPU
+        records = [json.loads(line) for line in responder.log_file.read_text().splitlines()]
+        pinned, = (record for record in records if record.get("event") == "service.pinned")
+        assert (pinned["cpu"], pinned["job_cpus"]) == (max(EVERY_CPU), sorted(EVERY_CPU))
     finally:
         responder.stop()
 

@@ -21,7 +21,7 @@ def serve(args: argparse.Namespace) -> int:
     import cherrypy
 
     from server_responder.instance_lock import DataDirInUse, hold_data_dir
-    from server_responder.jobs.affinity import pin_service
+    from server_responder.jobs.affinity import announce_pinning, pin_service
     from server_responder.jobs.containment import make_service_undumpable
     from server_responder.logging_setup import configure_logging
     from server_responder.responder import Responder, ensure_api_key
@@ -38,10 +38,10 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     # Before any secret is read: jobs of the service's own user can't read /proc/<pid>/environ or ptrace it.
     make_service_undumpable()
-    if settings.pin_service_cpu:
-        pin_service()  # before the threads start: they inherit it
     settings, generated = ensure_api_key(settings)
     configure_logging(settings.log_dir, settings.secrets())
+    if settings.pin_service_cpu:
+        announce_pinning(pin_service())  # before the threads start: they inherit it
     responder = Responder.create(settings)
     cherrypy.config.update(server_config(settings))
     install_server(connection_limits(settings))

@@ -8,8 +8,11 @@ every CPU (and a job on the service's CPU is moved off it by the scheduler like 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger("server_responder.jobs")
 
 # The CPUs the service may use, once it has pinned itself to one of them; None while it is not pinned.
 _every_cpu: frozenset[int] | None = None
@@ -30,6 +33,12 @@ def pin_service() -> int | None:
             continue  # a thread that has just ended
     _every_cpu = allowed
     return chosen
+
+
+def announce_pinning(cpu: int | None) -> None:
+    if cpu is not None and _every_cpu is not None:
+        log.info(f"the service runs on CPU {cpu}; jobs on CPUs {', '.join(map(str, sorted(_every_cpu)))}",
+                 extra={"event": "service.pinned", "cpu": cpu, "job_cpus": sorted(_every_cpu)})
 
 
 def every_cpu() -> frozenset[int] | None:
