@@ -2,6 +2,7 @@
 happens when the launcher itself is gone."""
 
 import errno
+import math
 import os
 import threading
 import time
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from server_responder.jobs.containment import HostView, kill_only_cgroups
-from server_responder.jobs.launcher import LAUNCHER_ENDED, Launcher
+from server_responder.jobs.launcher import CLONED, LAUNCHER_ENDED, QUIET_SECONDS, SPAWNED, Launcher
 from server_responder.jobs.runner import JobUser, run_process
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="job cgroups and a job user need root")
@@ -19,13 +20,19 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="job cgroups and a job
 NO_CAPABILITIES = "0000000000000000"
 
 
-@pytest.fixture
-def strategy(tmp_path: Path):
+# How a job's first process gets into its cgroups: cloned into them (the first job after a quiet spell), or
+# spawned by the launcher from within them (during a run of jobs). Every test runs with each.
+PLACINGS = {"cloned": 0.0, "spawned from within": math.inf}
+
+
+@pytest.fixture(params=PLACINGS)
+def strategy(tmp_path: Path, request):
     settings = SimpleNamespace(data_dir=tmp_path / "data", job_memory_max=64 * 1024 * 1024, job_pids_max=64,
                                job_cpu_weight=100)
     found = kill_only_cgroups(settings, HostView())
     if found is None:
         pytest.skip("no writable cgroup2 hierarchy here")
+    found.launcher = Launcher(found.launcher.homes, quiet_seconds=PLACINGS[request.param])
     found.start()
     yield found
     found.close()
@@ -234,3 +241,42 @@ def test_an_argument_or_variable_holding_a_nul_is_refused_and_the_launcher_serve
         run(strategy, workspace, argv, env=env)
     assert refused.value.errno == errno.EINVAL
     assert run(strategy, workspace, ["sh", "-c", "echo still"]).stdout == "still\n"
+
+
+def spawn_true(launcher: Launcher, cell, workspace: Path):
+    """`true` started through `launcher` in `cell`, waited for: its LaunchedProcess."""
+    nobody = JobUser.named("nobody")
+    placement = cell.placement()
+    output_read, output_write = os.pipe()
+    try:
+        process = launcher.spawn(["true"], cwd=workspace, env={"PATH": "/usr/bin:/bin"}, umask=0o007,
+                                 uid=nobody.uid, gid=nobody.gid, stdout=output_write, stderr=output_write,
+                                 placement=placement)
+    finally:
+        for descriptor in (*placement, output_write):
+            os.close(descriptor)
+    try:
+        assert process.wait(10) and process.returncode == 0
+        return process
+    finally:
+        process.close()
+        os.close(output_read)
+
+
+def test_a_job_after_a_quiet_spell_is_cloned_into_its_cgroups_and_one_right_after_spawned_from_them(
+        strategy, workspace):
+    # A quiet spell longer than the service's (QUIET_SECONDS), so that a slow machine still starts the second
+    # job within it.
+    quiet = max(QUIET_SECONDS, 0.5)
+    launcher = Launcher(strategy.launcher.homes, quiet_seconds=quiet)
+    cells = [strategy.job(f"paced-{n}") for n in range(3)]
+    try:
+        first = spawn_true(launcher, cells[0], workspace)
+        second = spawn_true(launcher, cells[1], workspace)  # at once
+        time.sleep(quiet * 2)  # the pause is what is being tested, not a wait for something to happen
+        third = spawn_true(launcher, cells[2], workspace)
+        assert (first.placing, second.placing, third.placing) == (CLONED, SPAWNED, CLONED)
+    finally:
+        launcher.stop()
+        for cell in cells:
+            cell.remove()

@@ -80,7 +80,8 @@ class JobCell(Protocol):
     sealed: bool
 
     def placement(self) -> list[int]:
-        """Descriptors the job's first process writes `0` to before any job code runs (closed by the caller)."""
+        """Where the job's first process starts, as descriptors closed by the caller: files written `0` to, or a
+        cgroup2 directory (cloned into, or its `cgroup.procs` written), before any job code runs."""
 
     def started(self, pid: int) -> None:
         """The job's first process exists (pid)."""
@@ -345,8 +346,9 @@ class CgroupCell:
         self._removed = False
 
     def placement(self) -> list[int]:
-        files = [self.unified / "cgroup.procs", *(directory / "tasks" for directory in self.v1.values())]
-        return [os.open(file, os.O_WRONLY | os.O_CLOEXEC) for file in files]
+        # The cgroup2 directory itself (a job may be cloned into it), and the v1 `tasks` files.
+        return [os.open(self.unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
+                *(os.open(directory / "tasks", os.O_WRONLY | os.O_CLOEXEC) for directory in self.v1.values())]
 
     def started(self, pid: int) -> None:
         self._started = True

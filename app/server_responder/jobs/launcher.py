@@ -1,35 +1,46 @@
-"""Starts jobs' processes with posix_spawn from a small process of its own, never a fork of the whole service.
+"""Starts jobs' processes from a small single-threaded process of its own, never a fork of the whole service.
 
 The service starts one launcher (`Launcher.start`) and hands it, per job, over a control socket: the argv,
 environment, cwd, umask and user, with the job's descriptors (a socket of the job's own, the stdout and stderr
-pipes, the job cell's `cgroup.procs` files). The launcher joins the job's cgroups itself, so the child starts in
-them; it takes the job user as its real ids only (its effective ids stay privileged) and spawns with RESETIDS, so
-the child has the job user's ids from its exec on; then it goes back to its own ids and cgroups. It answers on the
-job's socket with the pid, and later with the exit status, then closes it.
+pipes, the job cell's places: its cgroup2 directory and the `tasks` files of its v1 cgroups). Nothing of the job
+runs before it is in its cgroups. The launcher answers on the job's socket with the pid and how the job got
+there, later with the exit status, then closes it. A job gets into its cgroups one of two ways:
 
-The launcher is single-threaded, so it moves between v1 cgroups through their `tasks` files, its one thread:
-moving a whole process (`cgroup.procs`) takes a lock for every thread group, whose first taker after a quiet
-spell waits out an RCU grace period, several milliseconds on the first job after a pause. cgroup2 moves
-processes only through `cgroup.procs`, so a job's cgroup2 move still pays that once per burst of jobs.
+- `spawned` (during a run of jobs): the launcher joins the job's cgroups itself, takes the job user as its real
+  ids only (its effective ids stay privileged) and posix_spawns with RESETIDS, so the child starts in them with
+  the job user's ids from its exec on; then it goes back to its own ids and cgroups.
+- `cloned` (the first job after a quiet spell of QUIET_SECONDS): clone3 with CLONE_INTO_CGROUP starts the child
+  in the cgroup2 directory; the child joins the v1 ones, takes the job user's ids and execs. The launcher moves
+  nowhere and keeps its ids. A clone of the launcher costs about a millisecond more than a spawn, but moving a
+  process into a cgroup2 directory (`cgroup.procs`) takes a lock over every process on the machine whose first
+  taker after a quiet spell waits out an RCU grace period: 7 to 10 ms here, on every job that follows a pause.
+  Kernels without CLONE_INTO_CGROUP (before 5.7, or a seccomp filter that refuses clone3) always spawn.
+
+Both move one thread through v1 `tasks` files, which takes no such lock.
 
 What the launcher is, every job inherits: no supplementary groups, no inheritable or ambient capabilities (so a
 job's exec leaves it none), no_new_privs. It is not dumpable and dies with the service.
 
-Between posix_spawn returning and the launcher taking back its real ids, a job may signal it. Whatever ends the
-launcher, the service starts another one, and each job it was running ends failed, saying so.
+Between posix_spawn returning and the launcher taking back its real ids, a spawned job may signal it. Whatever
+ends the launcher, the service starts another one, and each job it was running ends failed, saying so.
 """
 
 from __future__ import annotations
 
 import array
+import ctypes
 import errno
+import math
 import os
+import platform
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,6 +56,10 @@ _FDS_MAX = 16
 # How long a job waits for its launcher to answer (the first one includes the launcher's own start).
 _ANSWER_SECONDS = 20.0
 _STOP_SECONDS = 5.0
+# Moving a process into a cgroup2 directory takes a lock whose first taker after a quiet spell waits out an RCU
+# grace period (several milliseconds here); within about this long of the last move it is still quick.
+QUIET_SECONDS = 0.015
+CLONED, SPAWNED = "cloned", "spawned"
 
 
 class LauncherEnded(RuntimeError):
@@ -57,9 +72,11 @@ class LauncherEnded(RuntimeError):
 class Launcher:
     """The service's handle on its launcher process: started once, replaced when it ends, stopped at stop."""
 
-    def __init__(self, homes: Sequence[Path]) -> None:
+    def __init__(self, homes: Sequence[Path], quiet_seconds: float = QUIET_SECONDS) -> None:
         # The cgroups the launcher goes back to after placing each job (where the service itself is).
         self.homes = [Path(home) for home in homes]
+        # A job this long after the one before is cloned into its cgroup2 directory (0: every job; inf: none).
+        self.quiet_seconds = quiet_seconds
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
@@ -109,7 +126,8 @@ class Launcher:
             channel.close()
             code, _, message = value.partition(b" ")
             raise OSError(int(code), message.decode(errors="replace"), argv[0])
-        return LaunchedProcess(int(value), channel, self, generation)
+        pid, _, placing = value.partition(b" ")
+        return LaunchedProcess(int(pid), channel, self, generation, placing.decode())
 
     def lost(self, generation: int, kill: bool = False) -> None:
         """A job found its launcher gone (or stuck): the next one is started now, unless that was done already."""
@@ -143,7 +161,7 @@ class Launcher:
             # threads that live as long as the job service start it.
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()), _cpu_list(every_cpu()),
-                 *map(str, self.homes)],
+                 repr(self.quiet_seconds), *map(str, self.homes)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/",
                 env=_launcher_environment())
         except BaseException:
@@ -201,7 +219,7 @@ def joining_file(cgroup: Path) -> Path:
 # ---- the messages ------------------------------------------------------------------------------------------------
 # A request is NUL-separated fields (none of them can hold a NUL: exec would refuse it): cwd, umask, uid, gid
 # (empty for none), the counts of arguments and variables, the arguments, then each variable's name and value.
-# Answers are `pid <pid>`, `error <errno> <text>` and `exit <status as Popen's returncode>`.
+# Answers are `pid <pid> <cloned|spawned>`, `error <errno> <text>` and `exit <status as Popen's returncode>`.
 
 
 def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str, umask: int | None,
@@ -238,8 +256,10 @@ def _number(text: str) -> int | None:
 class LaunchedProcess:
     """A job's first process as its launcher reports it: the same questions a Popen answers."""
 
-    def __init__(self, pid: int, channel: socket.socket, launcher: Launcher, generation: int) -> None:
+    def __init__(self, pid: int, channel: socket.socket, launcher: Launcher, generation: int,
+                 placing: str = "") -> None:
         self.pid = pid
+        self.placing = placing  # how it got into its cells: cloned into them, or spawned from within
         self.returncode: int | None = None
         self.error: str | None = None
         self._channel = channel  # non-blocking
@@ -302,8 +322,11 @@ class LaunchedProcess:
 class _Server:
     """The launcher's loop: requests on the control socket, children's ends through SIGCHLD."""
 
-    def __init__(self, control: socket.socket, homes: Sequence[str]) -> None:
+    def __init__(self, control: socket.socket, homes: Sequence[str], quiet_seconds: float) -> None:
         self.control = control
+        self.quiet_seconds = quiet_seconds
+        self.can_clone_into_cgroup = _CLONE3 is not None
+        self.last_spawn = -math.inf
         self.uid, self.gid = os.getuid(), os.getgid()
         self.homes: dict[int, int] = {}
         for home in homes:
@@ -364,7 +387,8 @@ class _Server:
             return True
         channel = descriptors[0]
         try:
-            pid = self.spawn(decode_request(self.view[:size]), descriptors[1], descriptors[2], descriptors[3:])
+            pid, placing = self.spawn(decode_request(self.view[:size]), descriptors[1], descriptors[2],
+                                      descriptors[3:])
         except OSError as error:
             _tell(channel, b"error %d %s" % (error.errno or errno.EIO, _text(error.strerror or str(error))))
             os.close(channel)
@@ -373,20 +397,38 @@ class _Server:
             os.close(channel)
         else:
             self.children[pid] = channel
-            _tell(channel, b"pid %d" % pid)
+            _tell(channel, b"pid %d %s" % (pid, placing.encode()))
         finally:
             for descriptor in descriptors[1:]:
                 os.close(descriptor)
         return True
 
-    def spawn(self, request: tuple, stdout: int, stderr: int, placement: Sequence[int]) -> int:
+    def spawn(self, request: tuple, stdout: int, stderr: int, placement: Sequence[int]) -> tuple[int, str]:
+        """Start the job's first process in its cells, and say how: `cloned` into them after a quiet spell (a
+        clone costs more than a spawn, a cgroup2 move then far more), `spawned` from within them during a run
+        of jobs."""
+        now = time.monotonic()
+        quiet, self.last_spawn = now - self.last_spawn >= self.quiet_seconds, now
+        cgroup2 = [descriptor for descriptor in placement if stat.S_ISDIR(os.fstat(descriptor).st_mode)]
+        if len(cgroup2) > 1:
+            raise OSError(errno.EINVAL, "a job has one cgroup2 directory")
+        if quiet and cgroup2 and self.can_clone_into_cgroup:
+            tasks = [descriptor for descriptor in placement if descriptor not in cgroup2]
+            try:
+                return self.clone(request, stdout, stderr, cgroup2[0], tasks), CLONED
+            except _NoCloneIntoCgroup:
+                self.can_clone_into_cgroup = False
+        return self.spawn_from_cells(request, stdout, stderr, placement), SPAWNED
+
+    def spawn_from_cells(self, request: tuple, stdout: int, stderr: int, placement: Sequence[int]) -> int:
+        """Join the job's cells, posix_spawn the job as the job user, come back."""
         cwd, umask, uid, gid, argv, env = request
         returns = [self._home_of(descriptor) for descriptor in placement]
         joined: list[int] = []
         try:
             # In the job's cgroups before the child exists: it starts there, before any job code runs.
             for descriptor, home in zip(placement, returns):
-                os.write(descriptor, b"0")
+                _join(descriptor)
                 joined.append(home)
             os.chdir(cwd)
             wanted = umask if umask is not None else self.own_umask
@@ -411,6 +453,26 @@ class _Server:
             os.chdir("/")
             for home in joined:
                 os.write(home, b"0")
+
+    def clone(self, request: tuple, stdout: int, stderr: int, cgroup2: int, tasks: Sequence[int]) -> int:
+        """Clone the job's first process into its cgroup2 directory; the child joins the v1 cells, takes the job
+        user's ids and execs. The launcher itself moves nowhere and keeps its ids."""
+        child = _Child(self, request, stdout, stderr, tasks)
+        report_read, report_write = os.pipe()  # close-on-exec: it reads empty once the child has exec'd
+        try:
+            pid = _clone_into(cgroup2)
+            if pid == 0:
+                child.become_job(report_write)  # never returns
+        finally:
+            os.close(report_write)
+        try:
+            failure = _read_all(report_read)
+        finally:
+            os.close(report_read)
+        if failure:
+            code = int(failure)
+            raise OSError(code, os.strerror(code))  # the child has exited; its end is reaped, for no one
+        return pid
 
     def _home_of(self, placement: int) -> int:
         home = self.homes.get(os.fstat(placement).st_dev)
@@ -438,6 +500,100 @@ class _Server:
             if channel is not None:
                 _tell(channel, b"exit %d" % os.waitstatus_to_exitcode(status))
                 os.close(channel)
+
+
+def _join(placement: int) -> None:
+    """Move this (single-threaded) process into a cell: a cgroup2 directory's `cgroup.procs`, a v1 `tasks` file."""
+    if stat.S_ISDIR(os.fstat(placement).st_mode):
+        procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=placement)
+        try:
+            os.write(procs, b"0")
+        finally:
+            os.close(procs)
+    else:
+        os.write(placement, b"0")
+
+
+class _Child:
+    """What a cloned job's first process does before its exec: everything that makes it the job's."""
+
+    def __init__(self, server: _Server, request: tuple, stdout: int, stderr: int, tasks: Sequence[int]) -> None:
+        self.server = server
+        self.cwd, self.umask, self.uid, self.gid, self.argv, self.env = request
+        self.stdout, self.stderr, self.tasks = stdout, stderr, tasks
+
+    def become_job(self, report: int) -> None:
+        """In the child, never returning; an error before the exec is written to `report` as its errno."""
+        code = errno.EINVAL
+        try:
+            for descriptor in self.tasks:
+                os.write(descriptor, b"0")  # its one thread into the v1 cells
+            signal.set_wakeup_fd(-1)
+            for number in self.server.defaults | {signal.SIGCHLD}:
+                signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            os.setsid()
+            os.dup2(self.server.devnull, 0)
+            os.dup2(self.stdout, 1)
+            os.dup2(self.stderr, 2)
+            os.chdir(self.cwd)
+            os.umask(self.umask if self.umask is not None else self.server.own_umask)
+            if self.uid is not None:
+                os.setresgid(self.gid, self.gid, self.gid)
+                os.setresuid(self.uid, self.uid, self.uid)
+            os.execve(_executable(self.argv[0], self.env), self.argv, self.env)
+        except OSError as error:
+            code = error.errno or errno.EIO
+        except BaseException:
+            pass
+        try:
+            os.write(report, b"%d" % code)
+        finally:
+            os._exit(127)
+
+
+class _NoCloneIntoCgroup(Exception):
+    """This kernel, or its seccomp filter, has no clone3 with CLONE_INTO_CGROUP."""
+
+
+# clone3 with CLONE_INTO_CGROUP (Linux 5.7): a fork whose child starts in the cgroup2 directory given.
+_CLONE_INTO_CGROUP = 0x200000000
+_CLONE3 = {"x86_64": 435, "aarch64": 435}.get(platform.machine())
+# What clone3 answers where it cannot clone into a cgroup: absent, refused by a filter, or too old for the flag.
+_NO_CLONE_INTO_CGROUP = {errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG}
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls", "set_tid",
+        "set_tid_size", "cgroup")]
+
+
+if _CLONE3 is not None:
+    # PyDLL keeps the interpreter lock across the call: the child comes back holding it, as its only thread.
+    _syscall = ctypes.PyDLL(None, use_errno=True).syscall
+    _syscall.restype = ctypes.c_long
+    _syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _clone_into(cgroup: int) -> int:
+    """Fork into `cgroup`: 0 in the child. Only for a single-threaded process, as the launcher is (no other
+    thread's locks are copied mid-use)."""
+    arguments = _CloneArgs(flags=_CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup)
+    pid = _syscall(_CLONE3, ctypes.byref(arguments), ctypes.sizeof(arguments))
+    if pid < 0:
+        code = ctypes.get_errno()
+        if code in _NO_CLONE_INTO_CGROUP:
+            raise _NoCloneIntoCgroup(os.strerror(code))
+        raise OSError(code, os.strerror(code))
+    return pid
+
+
+def _read_all(descriptor: int) -> bytes:
+    chunks = []
+    while chunk := os.read(descriptor, 64):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _executable(name: str, env: Mapping[str, str]) -> str:
@@ -505,14 +661,14 @@ def _become_launcher(parent: int) -> None:
 
 
 def main(arguments: Sequence[str]) -> None:
-    control_fd, parent, cpus, *homes = arguments
+    control_fd, parent, cpus, quiet_seconds, *homes = arguments
     _become_launcher(int(parent))
     if cpus != "-":
         unpin_this_process(frozenset(int(cpu) for cpu in cpus.split(",")))
     control = socket.socket(fileno=int(control_fd))
     control.set_inheritable(False)
     try:
-        server = _Server(control, homes)
+        server = _Server(control, homes, float(quiet_seconds))
     except OSError as error:
         _fatal(f"could not open its own cgroups: {error}")
     server.run()
