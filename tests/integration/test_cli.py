@@ -165,3 +165,12 @@ def test_a_reader_that_goes_away_is_no_error_and_prune_still_prunes(tmp_path):
     assert shown.returncode == 141 and shown.stderr == ""
     listed = closed_pipe_run("config", env=env)
     assert listed.returncode == 141 and listed.stderr == ""
+
+
+def test_a_command_loads_only_what_its_own_options_need():
+    # A fresh interpreter: `serve` starts sooner when the reaper's code is not loaded for its options.
+    program = ("import sys; from server_responder.cli import build_parser; build_parser(sys.argv[1]); "
+               "print('server_responder.reaper.program' in sys.modules)")
+    loaded = {command: subprocess.run([sys.executable, "-c", program, command], capture_output=True, text=True,
+                                      check=True).stdout.strip() for command in ("serve", "reap")}
+    assert loaded == {"serve": "False", "reap": "True"}

@@ -18,17 +18,23 @@ DESCRIPTION = "Server Responder: runs jobs asked for over HTTP. Each command has
 BROKEN_PIPE_STATUS = 141
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """Every command, with the options of `chosen` only when it names one (the others' options import what
+    they need: `serve` need not load the reaper's)."""
     parser = argparse.ArgumentParser(prog="server-responder", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    known = chosen in {command.name for command in COMMANDS}
     for command in COMMANDS:
-        command.configure(subcommands.add_parser(command.name, help=command.help, description=command.help))
+        subparser = subcommands.add_parser(command.name, help=command.help, description=command.help)
+        if not known or command.name == chosen:
+            command.configure(subparser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(next((word for word in argv if not word.startswith("-")), None)).parse_args(argv)
     function = next(command.run for command in COMMANDS if command.name == args.subcommand)
     try:
         status = function(args)
