@@ -409,7 +409,8 @@ class _Server:
         of jobs."""
         now = time.monotonic()
         quiet, self.last_spawn = now - self.last_spawn >= self.quiet_seconds, now
-        cgroup2 = [descriptor for descriptor in placement if stat.S_ISDIR(os.fstat(descriptor).st_mode)]
+        cells = [(descriptor, os.fstat(descriptor)) for descriptor in placement]
+        cgroup2 = [descriptor for descriptor, info in cells if stat.S_ISDIR(info.st_mode)]
         if len(cgroup2) > 1:
             raise OSError(errno.EINVAL, "a job has one cgroup2 directory")
         if quiet and cgroup2 and self.can_clone_into_cgroup:
@@ -418,17 +419,19 @@ class _Server:
                 return self.clone(request, stdout, stderr, cgroup2[0], tasks), CLONED
             except _NoCloneIntoCgroup:
                 self.can_clone_into_cgroup = False
-        return self.spawn_from_cells(request, stdout, stderr, placement), SPAWNED
+        return self.spawn_from_cells(request, stdout, stderr, cells), SPAWNED
 
-    def spawn_from_cells(self, request: tuple, stdout: int, stderr: int, placement: Sequence[int]) -> int:
-        """Join the job's cells, posix_spawn the job as the job user, come back."""
+    def spawn_from_cells(self, request: tuple, stdout: int, stderr: int,
+                         cells: Sequence[tuple[int, os.stat_result]]) -> int:
+        """Join the job's cells (descriptors with what fstat says of them), posix_spawn the job as the job user,
+        come back."""
         cwd, umask, uid, gid, argv, env = request
-        returns = [self._home_of(descriptor) for descriptor in placement]
+        returns = [self._home_of(info) for _, info in cells]
         joined: list[int] = []
         try:
             # In the job's cgroups before the child exists: it starts there, before any job code runs.
-            for descriptor, home in zip(placement, returns):
-                _join(descriptor)
+            for (descriptor, info), home in zip(cells, returns):
+                _join(descriptor, stat.S_ISDIR(info.st_mode))
                 joined.append(home)
             os.chdir(cwd)
             wanted = umask if umask is not None else self.own_umask
@@ -474,8 +477,8 @@ class _Server:
             raise OSError(code, os.strerror(code))  # the child has exited; its end is reaped, for no one
         return pid
 
-    def _home_of(self, placement: int) -> int:
-        home = self.homes.get(os.fstat(placement).st_dev)
+    def _home_of(self, cell: os.stat_result) -> int:
+        home = self.homes.get(cell.st_dev)
         if home is None:
             raise OSError(errno.EXDEV, "the launcher has no cgroup of its own in that hierarchy to come back to")
         return home
@@ -502,9 +505,9 @@ class _Server:
                 os.close(channel)
 
 
-def _join(placement: int) -> None:
+def _join(placement: int, directory: bool) -> None:
     """Move this (single-threaded) process into a cell: a cgroup2 directory's `cgroup.procs`, a v1 `tasks` file."""
-    if stat.S_ISDIR(os.fstat(placement).st_mode):
+    if directory:
         procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=placement)
         try:
             os.write(procs, b"0")

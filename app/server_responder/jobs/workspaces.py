@@ -8,9 +8,9 @@ instead of making and removing three directories, each a block to allocate, free
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
-import errno
 import shutil
 import subprocess
 import threading
@@ -85,8 +85,12 @@ class Workspaces:
                 pass
             else:
                 with self._lock:
-                    self._kept.append((kept, signature))
-                return
+                    room = len(self._kept) < self.kept_max  # jobs finishing at once may have filled it
+                    if room:
+                        self._kept.append((kept, signature))
+                if room:
+                    return
+                workspace = kept
         self.remove(workspace)
 
     def recover(self, in_use: set[str]) -> None:
