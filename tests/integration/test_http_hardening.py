@@ -422,6 +422,30 @@ def test_a_body_must_arrive_within_request_body_timeout(make_responder):
     health_within(responder, 2)
 
 
+@pytest.mark.parametrize(("size", "status", "error"), [
+    (512 * 1024, 404, "not_found"),  # within the limit: the route refuses it unread (no github_secret)
+    (5 * 1024 * 1024, 413, "payload_too_large"),  # over the limit (max_body_bytes): refused before the route
+])
+def test_a_body_answered_without_is_read_before_the_connection_closes(make_responder, size, status, error):
+    # As nginx sends it: HTTP/1.0, so the connection closes after the answer. Closed with the body unread, the
+    # socket would be reset under the sender, and a proxy still sending would lose the answer (a 502 page
+    # instead of this JSON).
+    responder = make_responder(api_key=TOKEN)
+    with connect(responder) as sock:
+        sock.sendall(b"POST /github HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % size)
+        first = sock.recv(65536)  # the answer comes before any of the body was sent
+        assert first.startswith(b"HTTP/1.1 %d" % status), first[:200]
+        sock.sendall(b"x" * size)  # taken whole: a reset socket would raise here
+        sock.shutdown(socket.SHUT_WR)
+        rest = first
+        while chunk := sock.recv(65536):
+            rest += chunk
+    head, _, body = rest.partition(b"\r\n\r\n")
+    assert json.loads(body)["error"] == error
+    health_within(responder, 2)
+
+
 # --- fuzz ----------------------------------------------------------------------------------------------------
 
 _METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "get", "G\x00T", "BREW"]

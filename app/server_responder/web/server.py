@@ -24,7 +24,7 @@ import cherrypy
 from cheroot import errors
 from cheroot.makefile import MakeFile, StreamReader
 from cheroot.makefile import io as buffered_io
-from cheroot.server import HeaderReader, HTTPConnection
+from cheroot.server import HeaderReader, HTTPConnection, KnownLengthRFile
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
 from server_responder.web.http import error_document, json_body, log_access, status_error
@@ -211,6 +211,11 @@ class _HeldWrite:
         self.data += data
 
 
+# The most of an unread body read before closing: what a proxy in front passes to /github (the appliance's
+# nginx: 27m), with room.
+_DRAIN_MAX_BYTES = 32 * 1024 * 1024
+
+
 class ResponderRequest(CPWSGIHTTPRequest):
     """cheroot's request, with the header checks above, deadlines and JSON errors."""
 
@@ -269,6 +274,29 @@ class ResponderRequest(CPWSGIHTTPRequest):
             super().respond()
         finally:
             self._send_held_head()  # an answer without a body
+        if self.close_connection:
+            self._drain_body()
+
+    def _drain_body(self) -> None:
+        """Read what is left of a body answered without (a refused webhook, one over the route's limit) before the
+        connection closes: closed with unread data, the socket is reset, and a proxy still sending the body loses
+        the answer (nginx's 502 page). Bounded by the body's declared length, at most _DRAIN_MAX_BYTES, and by
+        the body deadline; a chunked body is not read."""
+        body = getattr(self, "rfile", None)
+        if not isinstance(body, KnownLengthRFile):
+            declared = getattr(self, "inheaders", {}).get(b"Content-Length", b"0")
+            if self.chunked_read or not declared.isdigit() or not 0 < int(declared) <= _DRAIN_MAX_BYTES:
+                return
+            body = self.rfile = KnownLengthRFile(self.conn.rfile, int(declared))
+        if body.remaining <= 0:
+            return
+        # A body over the route's limit is read past the request's budget: only to be dropped.
+        self.conn.stream.budget = body.remaining + 64 * 1024
+        try:
+            while body.remaining > 0 and body.read(min(body.remaining, 64 * 1024)):
+                pass
+        except (OSError, errors.MaxSizeExceeded):
+            pass  # gone or too slow: nothing more to be careful of
 
     def _send_held_head(self) -> None:
         held, self._held_head = self._held_head, b""
@@ -294,6 +322,8 @@ class ResponderRequest(CPWSGIHTTPRequest):
         except OSError as error:
             if error.args[0] not in errors.socket_errors_to_ignore:
                 raise
+        else:
+            self._drain_body()  # a body over the limit, say, refused before it was read
 
 
 class ResponderConnection(HTTPConnection):
