@@ -466,6 +466,9 @@ class _Server:
             pid = _clone_into(cgroup2)
             if pid == 0:
                 child.become_job(report_write)  # never returns
+        except BaseException:
+            os.close(report_read)  # no child: nothing will be reported
+            raise
         finally:
             os.close(report_write)
         try:
