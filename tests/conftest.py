@@ -76,6 +76,14 @@ class RunningResponder:
     def log_file(self) -> Path:
         return Path(self.env["SERVER_RESPONDER_LOG_DIR"]) / "server-responder.log"
 
+    def launcher_pid(self) -> int:
+        """The service's child running the job launcher."""
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if b"server_responder.jobs.launcher" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+        raise AssertionError("the service has no launcher")
+
     def start(self, timeout: float = 20) -> RunningResponder:
         self.process = subprocess.Popen(
             [*self.command_prefix, sys.executable, "-m", "server_responder", "serve", "--port", str(self.port)],

@@ -239,28 +239,19 @@ def test_a_work_dir_the_job_user_cannot_reach_is_refused_at_start(tmp_path):
     assert f"({private} is closed to it)" in output
 
 
-def _launcher_of(service_pid: int) -> int:
-    """The service's child running the job launcher."""
-    for task in Path(f"/proc/{service_pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if b"server_responder.jobs.launcher" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
-    raise AssertionError("the service has no launcher")
-
-
 def test_a_job_whose_launcher_is_killed_fails_saying_so_and_later_jobs_run(tmp_path, marks):
     responder = start_responder(tmp_path, "cgroup", kill_grace_seconds=1)
     try:
         job = submit(responder, daemon_script(marks, "launched", "sleep 100"))
         daemon = int(wait_for_file(marks / "launched.pid"))
-        launcher = _launcher_of(responder.process.pid)
+        launcher = responder.launcher_pid()
         os.kill(launcher, 9)
         finished = responder.wait_for(job["id"])
         assert finished["status"] == "failed" and finished["error"] == "the job's launcher ended", finished
         assert gone_within(daemon, 10)
         after = responder.wait_for(submit(responder, "echo after")["id"])
         assert after["status"] == "succeeded" and after["stdout"] == "after\n"
-        assert _launcher_of(responder.process.pid) != launcher
+        assert responder.launcher_pid() != launcher
     finally:
         responder.stop()
 

@@ -36,14 +36,6 @@ def threads_cpus(pid: int) -> set[frozenset[int]]:
     return {cpus_of(pid, task.name) for task in Path(f"/proc/{pid}/task").iterdir()}
 
 
-def launcher_of(pid: int) -> int:
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if b"server_responder.jobs.launcher" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
-    raise AssertionError("no launcher among the service's children")
-
-
 def job_cpus(responder: RunningResponder) -> frozenset[int]:
     job = responder.submit("grep Cpus_allowed_list /proc/self/status", language="sh")
     assert job["status"] == "succeeded", job["stderr"]
@@ -57,7 +49,7 @@ def test_the_service_runs_on_one_cpu_and_its_jobs_on_every_one(tmp_path):
         service = responder.process.pid
         # Its threads, those started since (HTTP, job workers) included, share the last CPU.
         assert threads_cpus(service) == {LAST_CPU}
-        assert cpus_of(launcher_of(service)) == EVERY_CPU
+        assert cpus_of(responder.launcher_pid()) == EVERY_CPU
         records = [json.loads(line) for line in responder.log_file.read_text().splitlines()]
         pinned, = (record for record in records if record.get("event") == "service.pinned")
         assert (pinned["cpu"], pinned["job_cpus"]) == (max(EVERY_CPU), sorted(EVERY_CPU))
