@@ -154,8 +154,7 @@ def test_kill_only_cgroups_are_named_by_data_dir_and_take_limits_from_v1(tmp_pat
     assert strategy is not None and strategy.kind == "cgroup2-kill+v1-limits"
     assert set(strategy.v1_parents) == {"memory", "pids"}
     assert strategy.limits_in_force() == {"memory_max": 64 << 20, "pids_max": 64}
-    (memory / tag / "j1").mkdir()
-    (memory / tag / "j1/memory.memsw.limit_in_bytes").write_text("")
+    (memory / tag / "memory.memsw.limit_in_bytes").write_text("")  # swap accounting: the parent has it too
     cell = strategy.job("j1")
     assert isinstance(cell, CgroupCell) and cell.unified == unified / tag / "j1"
     assert (memory / tag / "j1/memory.limit_in_bytes").read_text() == str(64 << 20)

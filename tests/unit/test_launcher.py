@@ -4,6 +4,7 @@ happens when the launcher itself is gone."""
 import errno
 import math
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from server_responder.jobs.containment import HostView, kill_only_cgroups
-from server_responder.jobs.launcher import CLONED, LAUNCHER_ENDED, QUIET_SECONDS, SPAWNED, Launcher
+from server_responder.jobs.launcher import CLONED, LAUNCHER_ENDED, QUIET_SECONDS, SPAWNED, Launcher, TidyStep
 from server_responder.jobs.runner import JobUser, run_process
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="job cgroups and a job user need root")
@@ -209,6 +210,7 @@ def test_a_stopped_launcher_is_gone_and_starts_again_with_the_next_job(strategy,
 
 def test_the_next_jobs_cgroups_are_made_ahead_with_its_limits_and_take_its_name(strategy, workspace):
     run(strategy, workspace, ["true"])  # its end prepares the next job's cgroups
+    strategy.settle()
     for parent in strategy.v1_parents.values():
         assert [child.name for child in parent.iterdir() if child.is_dir()] == ["prepared-1"]
     memory, pids = strategy.v1_parents["memory"] / "next", strategy.v1_parents["pids"] / "next"
@@ -220,6 +222,7 @@ def test_the_next_jobs_cgroups_are_made_ahead_with_its_limits_and_take_its_name(
     joined = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in cgroups}
     tag = strategy.parent.name
     assert all(joined[name].endswith(f"/{tag}/next") for name in ("", "memory", "pids"))
+    strategy.settle()
     for parent in strategy.v1_parents.values():
         assert [child.name for child in parent.iterdir() if child.is_dir()] == ["prepared-2"]
 
@@ -231,6 +234,101 @@ def test_recovery_removes_prepared_cgroups_as_no_jobs_and_the_next_job_makes_its
         assert not [child for child in parent.iterdir() if child.is_dir()]
     outcome = run(strategy, workspace, ["sh", "-c", f"cat {strategy.v1_parents['pids']}/own/pids.max"], job_id="own")
     assert outcome.stdout == "64\n"
+
+
+def job_directories(strategy, name: str) -> list[Path]:
+    """The cgroup directories named `name` below the strategy's parents that exist."""
+    return [parent / name for parent in (strategy.parent, *strategy.v1_parents.values()) if (parent / name).is_dir()]
+
+
+def ended_cell(strategy, workspace: Path, job_id: str):
+    """A cell whose job has run and ended, not yet removed."""
+    cell = strategy.job(job_id)
+    outcome = run_process(["true"], cwd=workspace, env={"PATH": "/usr/bin:/bin"}, timeout=10, output_limit=1024,
+                          run_as=JobUser.named("nobody"), cell=cell)
+    assert outcome.exit_status == 0 and cell.empty()
+    return cell
+
+
+def test_a_finished_jobs_cgroups_are_removed_and_the_next_ones_made_by_the_launcher(strategy, workspace):
+    cell = ended_cell(strategy, workspace, "tidied")
+    launcher = strategy.launcher.pid
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        cell.remove()  # does not wait for the launcher
+        assert len(job_directories(strategy, "tidied")) == 3
+    finally:
+        os.kill(launcher, signal.SIGCONT)
+    strategy.settle()
+    assert job_directories(strategy, "tidied") == []
+    prepared = [child.name for parent in strategy.v1_parents.values() for child in parent.iterdir() if child.is_dir()]
+    assert prepared == ["prepared-1", "prepared-1"]
+    assert strategy.launcher.pid == launcher
+
+
+def test_cgroups_a_lost_launcher_did_not_remove_are_removed_by_the_service(strategy, workspace):
+    cell = ended_cell(strategy, workspace, "orphaned")
+    launcher = strategy.launcher.pid
+    os.kill(launcher, signal.SIGSTOP)
+    cell.remove()
+    os.kill(launcher, signal.SIGKILL)  # with the request unread
+    strategy.settle()
+    assert job_directories(strategy, "orphaned") == []
+    # The directories it was to prepare are not used; the next job makes its own, and runs.
+    assert run(strategy, workspace, ["sh", "-c", "echo next"], job_id="next").stdout == "next\n"
+
+
+def test_a_job_run_again_under_its_id_gets_new_cgroups_once_the_last_runs_are_gone(strategy, workspace):
+    cell = ended_cell(strategy, workspace, "again")
+    launcher = strategy.launcher.pid
+    os.kill(launcher, signal.SIGSTOP)
+    cell.remove()
+    os.kill(launcher, signal.SIGKILL)
+    again = strategy.job("again")
+    strategy.settle()  # nothing of the last run's removal is left to undo the new run's directories
+    try:
+        assert len(job_directories(strategy, "again")) == 3
+        outcome = run_process(["sh", "-c", "cat /proc/self/cgroup"], cwd=workspace, env={"PATH": "/usr/bin:/bin"},
+                              timeout=10, output_limit=4096, run_as=JobUser.named("nobody"), cell=again)
+        assert outcome.exit_status == 0, outcome.stderr
+        assert all(line.endswith("/again") for line in outcome.stdout.splitlines()
+                   if line.split(":", 2)[1] in ("", "memory", "pids"))
+    finally:
+        again.remove()
+
+
+@pytest.mark.parametrize("name", ["../{outside}", "{outside}/..", "..", "."])
+def test_a_tidy_step_naming_anything_but_a_child_is_refused_and_the_launcher_serves_on(strategy, workspace, name):
+    outside = strategy.parent.parent / f"outside-{os.getpid()}"  # a sibling cgroup of the service's job parent
+    outside.mkdir()
+    try:
+        parent = os.open(strategy.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            pending = strategy.launcher.tidy([TidyStep(remove=name.format(outside=outside.name))], [parent])
+        finally:
+            os.close(parent)
+        assert pending.answered(10)
+        assert pending.error is not None and pending.error.startswith(f"{errno.EINVAL} ")
+        assert outside.is_dir()
+    finally:
+        outside.rmdir()
+    assert run(strategy, workspace, ["sh", "-c", "echo still"]).stdout == "still\n"
+
+
+def test_a_job_made_while_the_launcher_prepares_makes_its_own_cgroups(strategy, workspace):
+    cell = ended_cell(strategy, workspace, "first")
+    launcher = strategy.launcher.pid
+    os.kill(launcher, signal.SIGSTOP)
+    try:
+        cell.remove()  # asks for prepared-1, not made yet
+        second = strategy.job("second")
+        assert [path.name for path in second.v1.values()] == ["second", "second"]
+        assert (strategy.v1_parents["pids"] / "second" / "pids.max").read_text().strip() == "64"
+    finally:
+        os.kill(launcher, signal.SIGCONT)
+    second.remove()
+    strategy.settle()
+    assert job_directories(strategy, "second") == [] and job_directories(strategy, "first") == []
 
 
 @pytest.mark.parametrize(("argv", "env"), [(["echo", "a\0b"], {"PATH": "/bin"}), (["true"], {"A": "x\0y"}),

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from server_responder.jobs import privileges
 from server_responder.jobs.affinity import every_cpu
-from server_responder.jobs.launcher import Launcher
+from server_responder.jobs.launcher import Launcher, LauncherEnded, PendingTidy, TidyStep
 
 log = logging.getLogger("server_responder.jobs")
 
@@ -35,8 +35,8 @@ _V1_LIMIT_CONTROLLERS = ("memory", "pids")
 # How long a killed cgroup may take to empty before it is left for the next start to remove.
 _EMPTY_WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.02
-# Job cgroups made ahead of the jobs that will use them: at most this many wait at a time.
-_PREPARED_MAX = 2
+# Job cgroups made ahead of the jobs that will use them: at most this many wait at a time, or one per worker.
+_PREPARED_MIN = 2
 _PREPARED_PREFIX = "prepared-"
 
 
@@ -334,11 +334,12 @@ class CgroupCell:
     sealed = True
 
     def __init__(self, unified: Path, v1: dict[str, Path] | None = None, launcher: Launcher | None = None,
-                 on_removed: Callable[[], None] | None = None) -> None:
+                 remover: Callable[[CgroupCell], None] | None = None) -> None:
         self.unified = unified
         self.v1 = v1 or {}
         self.launcher = launcher
-        self._on_removed = on_removed
+        # What removes the emptied directories, when not the cell itself.
+        self._remover = remover
         self._started = False
         # Only the service puts processes in a job's cgroup: once its first process has started and the cgroup has
         # been seen empty, it stays empty, and is not read again.
@@ -392,9 +393,14 @@ class CgroupCell:
         if not self._emptied:
             # The v1 groups empty with the cgroup2 one (they hold the same processes): seen empty, that is known.
             _wait_until_empty(self.v1.values())
-        _remove_dirs([self.unified, *self.v1.values()])
-        if self._on_removed is not None:
-            self._on_removed()
+        if self._remover is not None:
+            self._remover(self)
+        else:
+            _remove_dirs(self.directories)
+
+    @property
+    def directories(self) -> list[Path]:
+        return [self.unified, *self.v1.values()]
 
 
 def _recover_cgroups(parent: Path, v1_parents: Iterable[Path] = ()) -> list[str]:
@@ -513,16 +519,23 @@ class KillOnlyCgroups:
 
     The v1 directories, with their limits, are made ahead of a job (`prepared-<n>`, after a job's end rather
     than before the next one's start) and renamed to the job's id when it starts; cgroup2 cannot rename, so
-    that one is made per job."""
+    that one is made per job. The launcher removes a finished job's directories and makes the next job's
+    (`Launcher.tidy`), off the service's CPU; the service does it itself when the launcher cannot."""
 
     parent: Path
     v1_parents: dict[str, Path]
     limits: Limits
     launcher: Launcher | None = None
-    _prepared: list[dict[str, Path]] = field(default_factory=list, init=False, repr=False)
+    prepared_max: int = _PREPARED_MIN
+    # Prepared v1 directories, each with the launcher's answer when it is the one making them.
+    _prepared: list[tuple[dict[str, Path], PendingTidy | None]] = field(default_factory=list, init=False,
+                                                                        repr=False)
+    # Removals the launcher has not answered yet, with the directories it was to remove.
+    _removing: list[tuple[PendingTidy, list[Path]]] = field(default_factory=list, init=False, repr=False)
     _prepared_count: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _memsw: bool | None = field(default=None, init=False, repr=False)
+    _parent_descriptors: list[int] | None = field(default=None, init=False, repr=False)
 
     @property
     def kind(self) -> str:
@@ -532,34 +545,60 @@ class KillOnlyCgroups:
         return self.limits.in_force(self.v1_parents)
 
     def job(self, job_id: str) -> JobCell:
+        self._removed_before(job_id)
         unified = _make_job_dir(self.parent / job_id)
         v1 = self._take_prepared(job_id)
         if v1 is None:
             v1 = self._make_v1(job_id)
-        return CgroupCell(unified, v1, self.launcher, self._refill)
+        return CgroupCell(unified, v1, self.launcher, self._remove)
+
+    def _removed_before(self, job_id: str) -> None:
+        """A job run again under its id starts once its last run's directories are gone, not before the
+        launcher removes them."""
+        with self._lock:
+            earlier = [pending for pending, directories in self._removing if directories[0].name == job_id]
+        for pending in earlier:
+            pending.answered(_EMPTY_WAIT_SECONDS)
+        if earlier:
+            self._take_answers()  # what the launcher could not remove goes now, before the new run's are made
+
+    def _v1_layout(self) -> dict[str, list[tuple[str, str]]]:
+        """The v1 directories a job gets, by controller, with the limit files written in each."""
+        limits = self.limits_in_force()
+        layout: dict[str, list[tuple[str, str]]] = {}
+        if "memory" in self.v1_parents:  # peak memory is measured with or without a limit
+            layout["memory"] = []
+            if "memory_max" in limits:
+                layout["memory"].append(("memory.limit_in_bytes", str(limits["memory_max"])))
+                if self._memsw is None:
+                    self._memsw = (self.v1_parents["memory"] / "memory.memsw.limit_in_bytes").exists()
+                if self._memsw:
+                    layout["memory"].append(("memory.memsw.limit_in_bytes", str(limits["memory_max"])))
+        if "pids_max" in limits:
+            layout["pids"] = [("pids.max", str(limits["pids_max"]))]
+        return layout
 
     def _make_v1(self, name: str) -> dict[str, Path]:
-        limits = self.limits_in_force()
         v1: dict[str, Path] = {}
-        if "memory_max" in limits:
-            memory = v1["memory"] = _make_job_dir(self.v1_parents["memory"] / name)
-            _write(memory / "memory.limit_in_bytes", str(limits["memory_max"]))
-            if self._memsw is None:
-                self._memsw = (memory / "memory.memsw.limit_in_bytes").exists()
-            if self._memsw:
-                _write(memory / "memory.memsw.limit_in_bytes", str(limits["memory_max"]))
-        elif "memory" in self.v1_parents:
-            v1["memory"] = _make_job_dir(self.v1_parents["memory"] / name)  # peak memory still measured
-        if "pids_max" in limits:
-            pids = v1["pids"] = _make_job_dir(self.v1_parents["pids"] / name)
-            _write(pids / "pids.max", str(limits["pids_max"]))
+        for controller, writes in self._v1_layout().items():
+            directory = v1[controller] = _make_job_dir(self.v1_parents[controller] / name)
+            for file, text in writes:
+                _write(directory / file, text)
         return v1
 
     def _take_prepared(self, job_id: str) -> dict[str, Path] | None:
         with self._lock:
-            if not self._prepared:
+            # The oldest made, not one the launcher may still be making: a job waits for none of them.
+            ready = next((entry for entry in self._prepared if entry[1] is None or entry[1].answered()), None)
+            if ready is None:
                 return None
-            prepared = self._prepared.pop()
+            self._prepared.remove(ready)
+        prepared, making = ready
+        if making is not None and making.error is not None:
+            log.warning("job cgroup not prepared", extra={"event": "containment.prepare_error",
+                                                          "error": making.error})
+            _remove_dirs(prepared.values())
+            return None
         renamed: dict[str, Path] = {}
         try:
             for controller, directory in prepared.items():
@@ -572,15 +611,63 @@ class KillOnlyCgroups:
             return None
         return renamed
 
-    def _refill(self) -> None:
-        """After a job's cgroups are gone: the next job's v1 directories, made now rather than when it starts."""
-        if not self.v1_parents:
+    def _remove(self, cell: CgroupCell) -> None:
+        """A job's emptied cgroups go, and the next job's v1 ones are made: by the launcher, without waiting for
+        it; here, when the launcher cannot take the request."""
+        self._take_answers()
+        name = self._next_prepared_name()
+        layout = self._v1_layout() if name else {}
+        steps = [TidyStep(remove=cell.unified.name)]
+        for controller in self.v1_parents:
+            steps.append(TidyStep(remove=cell.v1[controller].name if controller in cell.v1 else "",
+                                  make=name if controller in layout else "",
+                                  writes=tuple(layout.get(controller, ()))))
+        try:
+            pending = self.launcher.tidy(steps, self._parents()) if self.launcher is not None else None
+        except (LauncherEnded, OSError):
+            pending = None
+        if pending is None:
+            _remove_dirs(cell.directories)
+            if name:
+                self._prepare(name)
             return
         with self._lock:
-            if len(self._prepared) >= _PREPARED_MAX:
-                return
+            self._removing.append((pending, cell.directories))
+            if name:
+                self._prepared.append(({controller: self.v1_parents[controller] / name for controller in layout},
+                                       pending))
+
+    def _parents(self) -> list[int]:
+        """Descriptors of the cgroup2 parent and each v1 one, in that order, opened once."""
+        with self._lock:
+            if self._parent_descriptors is None:
+                self._parent_descriptors = [os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                                            for parent in (self.parent, *self.v1_parents.values())]
+            return self._parent_descriptors
+
+    def _take_answers(self, timeout: float = 0.0) -> None:
+        """The launcher's answers to removals so far; what it could not remove is removed here."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            removing, self._removing = self._removing, []
+        waiting = []
+        for pending, directories in removing:
+            if not pending.answered(max(0.0, deadline - time.monotonic())):
+                waiting.append((pending, directories))
+            elif pending.error is not None:
+                _remove_dirs(directories)  # says what is still in the way, if anything
+        with self._lock:
+            self._removing.extend(waiting)
+
+    def _next_prepared_name(self) -> str:
+        with self._lock:
+            if not self.v1_parents or len(self._prepared) >= self.prepared_max:
+                return ""
             self._prepared_count += 1
-            name = f"{_PREPARED_PREFIX}{self._prepared_count}"
+            return f"{_PREPARED_PREFIX}{self._prepared_count}"
+
+    def _prepare(self, name: str) -> None:
+        """The next job's v1 directories, made now rather than when it starts."""
         try:
             prepared = self._make_v1(name)
         except OSError as error:
@@ -588,11 +675,24 @@ class KillOnlyCgroups:
             log.warning("job cgroup not prepared", extra={"event": "containment.prepare_error", "error": str(error)})
             return
         with self._lock:
-            self._prepared.append(prepared)
+            self._prepared.append((prepared, None))
+
+    def settle(self, timeout: float = _EMPTY_WAIT_SECONDS) -> None:
+        """Wait for the launcher's answers to every request so far (no more than `timeout`)."""
+        self._take_answers(timeout)
+        with self._lock:
+            making = [pending for _, pending in self._prepared if pending is not None]
+        for pending in making:
+            pending.answered(timeout)
 
     def recover(self) -> list[str]:
+        self.settle()
         with self._lock:
-            self._prepared.clear()
+            prepared, self._prepared = self._prepared, []
+            removing, self._removing = self._removing, []
+        for pending in [making for _, making in prepared if making is not None] + [
+                pending for pending, _ in removing]:
+            pending.close()
         return _recover_cgroups(self.parent, self.v1_parents.values())
 
     def start(self) -> None:
@@ -604,6 +704,10 @@ class KillOnlyCgroups:
     def close(self) -> None:
         self.stop()
         self.recover()
+        with self._lock:
+            descriptors, self._parent_descriptors = self._parent_descriptors or [], None
+        for descriptor in descriptors:
+            os.close(descriptor)
         _remove_dirs([self.parent, *self.v1_parents.values()])
 
 
@@ -632,7 +736,9 @@ def kill_only_cgroups(settings: Any, view: HostView) -> KillOnlyCgroups | None:
             v1_parents[controller] = candidate
     # The launcher comes back to the service's own cgroups after placing each job.
     homes = [parent.parent, *(directory.parent for directory in v1_parents.values())]
-    return KillOnlyCgroups(parent, v1_parents, Limits.of(settings), Launcher(homes))
+    # Jobs starting at once each find theirs.
+    prepared_max = max(_PREPARED_MIN, getattr(settings, "workers", _PREPARED_MIN))
+    return KillOnlyCgroups(parent, v1_parents, Limits.of(settings), Launcher(homes), prepared_max)
 
 
 def _start_launcher(launcher: Launcher | None) -> None:

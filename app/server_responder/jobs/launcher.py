@@ -18,6 +18,11 @@ there, later with the exit status, then closes it. A job gets into its cgroups o
 
 Both move one thread through v1 `tasks` files, which takes no such lock.
 
+The launcher also tidies a finished job's cgroups (`Launcher.tidy`): it removes their directories and makes the
+next job's v1 ones with their limits, told which below the parents whose descriptors come with the request, and
+answers on a socket of the request's own. Making and removing cgroups is kernel work that the service, on one
+CPU, would wait for; the launcher does it on the others while the service answers the next request.
+
 What the launcher is, every job inherits: no supplementary groups, no inheritable or ambient capabilities (so a
 job's exec leaves it none), no_new_privs. It is not dumpable and dies with the service.
 
@@ -42,6 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from server_responder.jobs import privileges
@@ -129,6 +135,21 @@ class Launcher:
         pid, _, placing = value.partition(b" ")
         return LaunchedProcess(int(pid), channel, self, generation, placing.decode())
 
+    def tidy(self, steps: Sequence[TidyStep], parents: Sequence[int]) -> PendingTidy:
+        """Have the launcher carry out `steps`, one below each of `parents` (directory descriptors), without
+        waiting for it; a lost launcher is raised as LauncherEnded."""
+        request = encode_tidy(steps)
+        channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._send(request, [theirs.fileno(), *parents])
+        except BaseException:
+            channel.close()
+            raise
+        finally:
+            theirs.close()
+        channel.setblocking(False)
+        return PendingTidy(channel)
+
     def lost(self, generation: int, kill: bool = False) -> None:
         """A job found its launcher gone (or stuck): the next one is started now, unless that was done already."""
         with self._lock:
@@ -209,6 +230,16 @@ def _readable(channel: socket.socket, timeout: float | None) -> bool:
     return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
 
 
+def _answer_if_any(channel: socket.socket) -> bytes | None:
+    """The launcher's answer on a non-blocking channel: None while there is none yet, empty once it has gone."""
+    try:
+        return channel.recv(_ANSWER_MAX)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 def joining_file(cgroup: Path) -> Path:
     """What the single-threaded launcher writes `0` to, to move into `cgroup`: a v1 group's `tasks`, else (cgroup2)
     its `cgroup.procs`."""
@@ -217,14 +248,83 @@ def joining_file(cgroup: Path) -> Path:
 
 
 # ---- the messages ------------------------------------------------------------------------------------------------
-# A request is NUL-separated fields (none of them can hold a NUL: exec would refuse it): cwd, umask, uid, gid
-# (empty for none), the counts of arguments and variables, the arguments, then each variable's name and value.
-# Answers are `pid <pid> <cloned|spawned>`, `error <errno> <text>` and `exit <status as Popen's returncode>`.
+# A request is NUL-separated fields (none of them can hold a NUL: exec would refuse it), the first its kind.
+# `spawn`: cwd, umask, uid, gid (empty for none), the counts of arguments and variables, the arguments, then each
+# variable's name and value. Answers are `pid <pid> <cloned|spawned>`, `error <errno> <text>` and
+# `exit <status as Popen's returncode>`.
+# `tidy`: the count of steps, then each step's directory to remove, directory to make (either empty for none),
+# the count of files to write in the one made, and each file's name and text. Answers are `ok` and
+# `error <errno> <text>` (the first failure; the other steps are carried out all the same).
+_SPAWN, _TIDY = "spawn", "tidy"
+
+
+@dataclass(frozen=True)
+class TidyStep:
+    """What the launcher does below one parent directory: remove `remove`, then make `make` and write `writes`
+    (file name, text) in it. Names are single path components."""
+
+    remove: str = ""
+    make: str = ""
+    writes: tuple[tuple[str, str], ...] = ()
+
+
+def encode_tidy(steps: Sequence[TidyStep]) -> bytes:
+    fields = [_TIDY, str(len(steps))]
+    for step in steps:
+        fields += [step.remove, step.make, str(len(step.writes))]
+        for name, text in step.writes:
+            fields += [name, text]
+    return "\0".join(fields).encode()
+
+
+def decode_tidy(fields: Sequence[str]) -> list[TidyStep]:
+    steps, at = [], 2
+    for _ in range(int(fields[1])):
+        remove, make, count = fields[at:at + 3]
+        at += 3
+        writes = tuple(zip(fields[at:at + 2 * int(count):2], fields[at + 1:at + 2 * int(count):2]))
+        at += 2 * int(count)
+        for name in (remove, make, *(name for name, _ in writes)):
+            if "/" in name or name in (".", ".."):
+                raise ValueError(f"not a name in its parent: {name!r}")
+        steps.append(TidyStep(remove, make, writes))
+    if at != len(fields):
+        raise ValueError("a tidy request of the wrong length")
+    return steps
+
+
+class PendingTidy:
+    """The launcher's answer to a tidy request, once it has come."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self._channel = channel  # non-blocking
+        self.error: str | None = None
+        self._answered = False
+
+    def answered(self, timeout: float = 0.0) -> bool:
+        """Whether the launcher has answered (`error` then says what failed, or that it ended first)."""
+        if self._answered:
+            return True
+        if timeout and not _readable(self._channel, timeout):
+            return False
+        answer = _answer_if_any(self._channel)
+        if answer is None:
+            return False
+        self._answered = True
+        self._channel.close()
+        if answer != b"ok":
+            kind, _, value = answer.partition(b" ")
+            self.error = value.decode(errors="replace") if kind == b"error" else LAUNCHER_ENDED
+        return True
+
+    def close(self) -> None:
+        self._channel.close()
 
 
 def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str, umask: int | None,
                    uid: int | None, gid: int | None) -> bytes:
-    fields = [str(cwd), _optional(umask), _optional(uid), _optional(gid), str(len(argv)), str(len(env)), *argv]
+    fields = [_SPAWN, str(cwd), _optional(umask), _optional(uid), _optional(gid), str(len(argv)), str(len(env)),
+              *argv]
     for name, value in env.items():
         fields.append(name)
         fields.append(value)
@@ -237,11 +337,11 @@ def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: Path | str,
 def decode_request(data: bytes | memoryview) -> tuple[str, int | None, int | None, int | None, list[str],
                                                        dict[str, str]]:
     fields = str(data, "utf-8", "surrogateescape").split("\0")
-    cwd, umask, uid, gid, argc, envc = fields[:6]
-    start, count = 6 + int(argc), int(envc)
-    if len(fields) != start + 2 * count:
+    kind, cwd, umask, uid, gid, argc, envc = fields[:7]
+    start, count = 7 + int(argc), int(envc)
+    if kind != _SPAWN or len(fields) != start + 2 * count:
         raise ValueError("embedded null byte")
-    return (cwd, _number(umask), _number(uid), _number(gid), fields[6:start],
+    return (cwd, _number(umask), _number(uid), _number(gid), fields[7:start],
             dict(zip(fields[start::2], fields[start + 1::2])))
 
 
@@ -276,12 +376,9 @@ class LaunchedProcess:
         """Whether the process has ended, or its end can no longer be known."""
         if self._ended:
             return True
-        try:
-            answer = self._channel.recv(_ANSWER_MAX)
-        except BlockingIOError:
+        answer = _answer_if_any(self._channel)
+        if answer is None:
             return False
-        except OSError:
-            answer = b""
         self._end(answer)
         return True
 
@@ -381,7 +478,14 @@ class _Server:
                 descriptors.frombytes(payload[:len(payload) - len(payload) % descriptors.itemsize])
         if not size and not descriptors:
             return False
-        if len(descriptors) < 3 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if not descriptors or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            for descriptor in descriptors:
+                os.close(descriptor)
+            return True
+        if bytes(self.view[:len(_TIDY) + 1]) == _TIDY.encode() + b"\0":
+            self.tidy(bytes(self.view[:size]), descriptors)
+            return True
+        if len(descriptors) < 3:
             for descriptor in descriptors:
                 os.close(descriptor)
             return True
@@ -402,6 +506,28 @@ class _Server:
             for descriptor in descriptors[1:]:
                 os.close(descriptor)
         return True
+
+    def tidy(self, request: bytes, descriptors: Sequence[int]) -> None:
+        """Carry out a tidy request's steps, each below its parent (the descriptors after the answer's), and answer
+        `ok` or the first failure."""
+        channel, parents = descriptors[0], descriptors[1:]
+        failure = None
+        try:
+            steps = decode_tidy(request.decode(errors="surrogateescape").split("\0"))
+            if len(steps) != len(parents):
+                raise ValueError("a tidy request with a parent per step")
+            for step, parent in zip(steps, parents):
+                try:
+                    _carry_out(step, parent)
+                except OSError as error:
+                    failure = failure or b"error %d %s" % (error.errno or errno.EIO, _text(str(error)))
+        except (ValueError, IndexError) as error:
+            failure = b"error %d %s" % (errno.EINVAL, _text(str(error)))
+        finally:
+            for parent in parents:
+                os.close(parent)
+        _tell(channel, failure or b"ok")
+        os.close(channel)
 
     def spawn(self, request: tuple, stdout: int, stderr: int, placement: Sequence[int]) -> tuple[int, str]:
         """Start the job's first process in its cells, and say how: `cloned` into them after a quiet spell (a
@@ -506,6 +632,22 @@ class _Server:
             if channel is not None:
                 _tell(channel, b"exit %d" % os.waitstatus_to_exitcode(status))
                 os.close(channel)
+
+
+def _carry_out(step: TidyStep, parent: int) -> None:
+    if step.remove:
+        try:
+            os.rmdir(step.remove, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+    if step.make:
+        os.mkdir(step.make, dir_fd=parent)
+        for name, text in step.writes:
+            descriptor = os.open(f"{step.make}/{name}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.write(descriptor, text.encode())
+            finally:
+                os.close(descriptor)
 
 
 def _join(placement: int, directory: bool) -> None:
