@@ -2,9 +2,10 @@
 
 One run starts both, checks that every endpoint answers `9`, then alternates timed `hey` rounds between
 webhook running `sh -c 'echo 9'`, the responder's `POST /jobs?wait=10` and its original form protocol `POST /`,
-and prints medians over the rounds (min–max) with ratios to webhook. Then memory (RSS and PSS), start time, the
-API's latency with 100 and --records job records kept, and the pauses while old records are pruned; last a
-summary of the targets with what was measured. Prints figures and exits 0 whatever they are; asserts nothing
+and prints medians over the rounds (min–max) with ratios to webhook; beside them, the job path alone without the
+service (benchmarks/job_floor.py). Then memory (RSS and PSS), start time, the API's latency with 100 and
+--records job records kept, and the pauses while old records are pruned; last a summary of the targets with
+what was measured. Prints figures and exits 0 whatever they are; asserts nothing
 about speed.
 Usage: `benchmarks/run [--quick] [--rounds 3] [--records 100000] ...` (see --help).
 """
@@ -440,6 +441,30 @@ def measure_paced(endpoints: list[Endpoint], args: argparse.Namespace) -> dict[s
     return p50s
 
 
+def measure_floor(echo: EchoFigures, args: argparse.Namespace) -> None:
+    """The job path without the service (benchmarks/job_floor.py), beside webhook's figures above: how far any
+    change to the service could go."""
+    jobs = 2 * args.requests
+    print(f"\nthe job path alone, without HTTP, journal, workspace, result document or log line "
+          f"(benchmarks/job_floor.py: `sh -c 'echo 9'`, {jobs} jobs per measurement, {args.rounds} round(s)); "
+          "median (min–max), ×ratio to webhook's figures above")
+    if os.geteuid() != 0:
+        print("skipped: it runs jobs as the service run as root does")
+        return
+    rounds = []
+    for _ in range(args.rounds):
+        ran = subprocess.run([sys.executable, str(REPO / "benchmarks" / "job_floor.py"), "--jobs", str(jobs),
+                              "--threads", str(CLIENTS)], capture_output=True, text=True, check=True)
+        rounds.append(json.loads(ran.stdout))
+    print(f"{'':<70}{'1 at a time p50 ms':>22}{f'{CLIENTS} at once jobs/s':>24}")
+    for name in ("isolated", "bare"):
+        p50s = [found[name]["p50_1_ms"] for found in rounds]
+        rates = [found[name]["jobs_per_s"] for found in rounds]
+        cells = (f"{spread(p50s, 1)} {ratio(p50s, echo['webhook']['p50_1'])}",
+                 f"{spread(rates, 0)} {ratio(rates, echo['webhook']['rps_8'])}")
+        print(f"{name + ': ' + rounds[0][name]['label']:<70}{cells[0]:>22}{cells[1]:>24}")
+
+
 def memory_of(webhook: Server, responder: Server) -> dict[str, Memory]:
     return {"webhook": webhook.memory(), "responder": responder.memory()}
 
@@ -862,6 +887,7 @@ def main() -> int:
             echo = measure_echo(endpoints, args)
             print_echo_table(echo, args)
             measure_paced(endpoints, args)
+            measure_floor(echo, args)
             measure_memory(webhook, responder, idle_memory, endpoints[:2], args.jobs_for_rss)
         startup = measure_startup(home, args.starts)
         records = measure_records(home / "records", args)
