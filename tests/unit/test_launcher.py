@@ -5,6 +5,7 @@ import errno
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from server_responder.jobs.containment import HostView, kill_only_cgroups
-from server_responder.jobs.launcher import CLONED, LAUNCHER_ENDED, QUIET_SECONDS, SPAWNED, Launcher, TidyStep
+from server_responder.jobs.launcher import (CLONED, LAUNCHER_ENDED, QUIET_SECONDS, SPAWNED, Launcher, PendingTidy,
+                                           TidyStep)
 from server_responder.jobs.runner import JobUser, run_process
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="job cgroups and a job user need root")
@@ -313,6 +315,15 @@ def test_a_tidy_step_naming_anything_but_a_child_is_refused_and_the_launcher_ser
     finally:
         outside.rmdir()
     assert run(strategy, workspace, ["sh", "-c", "echo still"]).stdout == "still\n"
+
+
+def test_a_tidy_request_closed_before_its_answer_counts_as_answered_by_a_launcher_that_ended():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.close()
+    ours.setblocking(False)
+    pending = PendingTidy(ours)
+    pending.close()
+    assert pending.answered(1) and pending.error == LAUNCHER_ENDED
 
 
 def test_a_job_made_while_the_launcher_prepares_makes_its_own_cgroups(strategy, workspace):

@@ -305,11 +305,14 @@ class PendingTidy:
         """Whether the launcher has answered (`error` then says what failed, or that it ended first)."""
         if self._answered:
             return True
-        if timeout and not _readable(self._channel, timeout):
+        if self._channel.fileno() < 0:
+            answer = b""  # closed unanswered: it will never know
+        elif timeout and not _readable(self._channel, timeout):
             return False
-        answer = _answer_if_any(self._channel)
-        if answer is None:
-            return False
+        else:
+            answer = _answer_if_any(self._channel)
+            if answer is None:
+                return False
         self._answered = True
         self._channel.close()
         if answer != b"ok":
