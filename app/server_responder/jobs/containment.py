@@ -530,8 +530,9 @@ class KillOnlyCgroups:
     # Prepared v1 directories, each with the launcher's answer when it is the one making them.
     _prepared: list[tuple[dict[str, Path], PendingTidy | None]] = field(default_factory=list, init=False,
                                                                         repr=False)
-    # Removals the launcher has not answered yet, with the directories it was to remove.
+    # Removals the launcher has not answered yet, with the directories it was to remove (the cgroup2 one first).
     _removing: list[tuple[PendingTidy, list[Path]]] = field(default_factory=list, init=False, repr=False)
+    _answers_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _prepared_count: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _memsw: bool | None = field(default=None, init=False, repr=False)
@@ -555,12 +556,15 @@ class KillOnlyCgroups:
     def _removed_before(self, job_id: str) -> None:
         """A job run again under its id starts once its last run's directories are gone, not before the
         launcher removes them."""
-        with self._lock:
-            earlier = [pending for pending, directories in self._removing if directories[0].name == job_id]
-        for pending in earlier:
-            pending.answered(_EMPTY_WAIT_SECONDS)
-        if earlier:
-            self._take_answers()  # what the launcher could not remove goes now, before the new run's are made
+        # Held while answers are taken: a removal another job's thread has taken but not yet carried out here
+        # (the launcher having failed it) is done before this run's directories are made.
+        with self._answers_lock:
+            with self._lock:
+                earlier = [pending for pending, directories in self._removing if directories[0].name == job_id]
+            for pending in earlier:
+                pending.answered(_EMPTY_WAIT_SECONDS)
+            if earlier:
+                self._handle_answers()  # what the launcher could not remove goes now
 
     def _v1_layout(self) -> dict[str, list[tuple[str, str]]]:
         """The v1 directories a job gets, by controller, with the limit files written in each."""
@@ -647,6 +651,10 @@ class KillOnlyCgroups:
 
     def _take_answers(self, timeout: float = 0.0) -> None:
         """The launcher's answers to removals so far; what it could not remove is removed here."""
+        with self._answers_lock:
+            self._handle_answers(timeout)
+
+    def _handle_answers(self, timeout: float = 0.0) -> None:
         deadline = time.monotonic() + timeout
         with self._lock:
             removing, self._removing = self._removing, []
