@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import http.client
 import itertools
 import json
@@ -21,10 +22,12 @@ import math
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,9 +49,9 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ECHO_JOB = {"type": "script", "language": "sh", "script": "echo 9"}
 SEED_JOB = {"type": "script", "language": "sh", "script": "echo seed"}
 QUICK = {"requests": 32, "paced": 10, "rounds": 1, "records": 1000, "jobs_for_rss": 512, "starts": 2,
-         "record_requests": 30, "seed_clients": 16, "pruning_retained": 100}
+         "record_requests": 30, "seed_clients": 16, "pruning_retained": 100, "segments_released": 1}
 FULL = {"requests": 200, "paced": 30, "rounds": 3, "records": 100_000, "jobs_for_rss": 10_000, "starts": 5,
-        "record_requests": 200, "seed_clients": 16, "pruning_retained": 1000}
+        "record_requests": 200, "seed_clients": 16, "pruning_retained": 1000, "segments_released": 2}
 # Seen in a service's child's command line: a helper process running the service's own code, not a job.
 SERVICE_CODE = "server_responder"
 # Jobs the pruning measurement keeps waiting at most: enough to keep every worker busy, few enough that the
@@ -63,6 +66,9 @@ RATE_RATIO_MIN = 1.0
 READY_S_MAX = 0.300
 IDLE_RSS_MIB_MAX = 40.0
 PRUNING_PAUSE_MS_MAX = 5.0
+# Around a segment's deletion as seen in its directory: before it, current records moved forward and a sync;
+# after it, whatever the kernel still does once the file is unlinked.
+DELETION_BEFORE_S, DELETION_AFTER_S = 0.005, 0.020
 # "Flat": the p50 with --records kept within this factor of the p50 with 100 (room for run-to-run noise only).
 FLAT_RATIO_MAX = 1.2
 
@@ -673,32 +679,71 @@ BELOW, PAST = PHASES = ("below retention", "past retention")
 
 
 @dataclass
+class PruningRun:
+    """One responder's figures in the two phases, split where the number of jobs kept passes `retained`."""
+
+    submits: dict[str, Latencies] = field(default_factory=lambda: {p: Latencies() for p in PHASES})
+    health: dict[str, Latencies] = field(default_factory=lambda: {p: Latencies() for p in PHASES})
+    # `GET /jobs/{id}` of a record kept and no longer in memory: read from the journal, whose deletion of an
+    # old segment is the longest part of pruning.
+    reads: dict[str, Latencies] = field(default_factory=lambda: {p: Latencies() for p in PHASES})
+    # Between two answers to the poller: a pause of the service shows as a long one.
+    gaps: dict[str, Latencies] = field(default_factory=lambda: {p: Latencies() for p in PHASES})
+    # (when, the gap it ended) of each answer to the poller past retention
+    answers: list[tuple[float, float]] = field(default_factory=list)
+    # When each old segment of the journal began to go and when it was gone (perf_counter)
+    deletions: list[tuple[float, float]] = field(default_factory=list)
+    jobs: int = 0
+
+
+@dataclass
 class Pruning:
     retained: int
-    submits: dict[str, Latencies]
-    health: dict[str, Latencies]
-    # Between two `GET /health` answers: a pause of the service shows as a long one.
-    gaps: dict[str, Latencies]
+    # With `jobs_retained` = retained, and the same jobs on a responder that keeps them all.
+    pruned: PruningRun
+    control: PruningRun
 
     def pause_ms(self, quantile: float) -> float:
-        """The gap past retention beyond the one below it: what pruning adds to the scheduling noise of jobs."""
-        return self.gaps[PAST].ms(quantile) - self.gaps[BELOW].ms(quantile)
+        """The gap past retention beyond the one over the same jobs where nothing is pruned: what pruning adds to
+        the scheduling noise of jobs."""
+        return self.pruned.gaps[PAST].ms(quantile) - self.control.gaps[PAST].ms(quantile)
+
+    def longest_gap_at_deletions_ms(self) -> float:
+        """The longest gap between two answers that overlaps the deletion of a segment (widened by what comes
+        before it, moving current records forward and a sync, and by what the kernel does after)."""
+        windows = [(began - DELETION_BEFORE_S, ended + DELETION_AFTER_S) for began, ended in self.pruned.deletions]
+        overlapping = [gap for answered, gap in self.pruned.answers
+                       if any(answered - gap < end and answered > start for start, end in windows)]
+        return 1000 * max(overlapping, default=float("nan"))
+
+    def deletion_pause_ms(self) -> float:
+        """The longest gap at a deletion beyond the p99 gap where nothing is pruned."""
+        return self.longest_gap_at_deletions_ms() - self.control.gaps[PAST].ms(0.99)
 
 
 class JobCount:
-    """Jobs submitted, and busy as `GET /health` last counted them; the submitter waits on it for room."""
+    """Jobs submitted (their ids), and busy as `GET /health` last counted them; the submitter waits on it for
+    room."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_id: str) -> None:
         self.changed = threading.Condition()
-        self.submitted = 0
+        self.ids = [first_id]
         self.busy = 0
+
+    @property
+    def submitted(self) -> int:
+        return len(self.ids)
 
     def phase(self, retained: int) -> str:
         return PHASES[self.submitted - self.busy > retained]
 
+    def kept_record(self, retained: int) -> str:
+        """A finished job's id that retention keeps and the service no longer holds in memory."""
+        return self.ids[max(0, self.submitted - retained * 9 // 10)]
 
-def poll_health(port: int, count: JobCount, pruning: Pruning, stop: threading.Event) -> None:
-    """`GET /health` back to back: its latency, and the time between two answers."""
+
+def poll_service(port: int, count: JobCount, retained: int, run: PruningRun, stop: threading.Event) -> None:
+    """`GET /health` and `GET /jobs/{id}` in turn, back to back: their latency, and the time between answers."""
     client = ApiClient(port)
     try:
         previous = time.perf_counter()
@@ -708,69 +753,167 @@ def poll_health(port: int, count: JobCount, pruning: Pruning, stop: threading.Ev
             now = time.perf_counter()
             with count.changed:
                 count.busy = count.busy if busy is None else busy
-                phase = count.phase(pruning.retained)
+                phase = count.phase(retained)
+                kept = count.kept_record(retained)
                 count.changed.notify_all()
-            pruning.health[phase].add(now - started, busy is not None)
-            pruning.gaps[phase].add(now - previous, True)
+            run.health[phase].add(now - started, busy is not None)
+            run.gaps[phase].add(now - previous, True)
+            if phase == PAST:
+                run.answers.append((now, now - previous))
+            status, _, seconds = client.request("GET", f"/jobs/{kept}")
+            previous, now = now, time.perf_counter()
+            run.reads[phase].add(seconds, status == 200)
+            run.gaps[phase].add(now - previous, True)
+            if phase == PAST:
+                run.answers.append((now, now - previous))
             previous = now
     finally:
         client.close()
 
 
-def measure_pruning(home: Path, retained: int) -> Pruning:
-    """Submits go on, a few jobs waiting at a time, until as many were sent past `jobs_retained` as below it.
+class SegmentWatch:
+    """When the journal's old segments leave its directory (renamed out, or unlinked) and are gone, from inotify
+    events on it: the times a pause for their deletion would show in."""
 
-    Past it, every job that finishes prunes the oldest record; below it, the jobs run the same way and
-    nothing is pruned, so the two phases differ in the pruning only."""
-    pruning = Pruning(retained, *({p: Latencies() for p in PHASES} for _ in range(3)))
-    count = JobCount()
+    _MOVED_FROM, _DELETE = 0x40, 0x200
+    _EVENT = struct.Struct("iIII")
+    _SEGMENT = re.compile(r"(journal|released)\.(\d+)")
+
+    def __init__(self, journal: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.descriptor = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+        if self.descriptor < 0 or libc.inotify_add_watch(self.descriptor, os.fsencode(journal),
+                                                          self._MOVED_FROM | self._DELETE) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {journal}")
+        self.began: dict[str, float] = {}  # segment number -> when it left the journal
+        self.ended: dict[str, float] = {}  # -> when its file was unlinked
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        poller = select.poll()
+        poller.register(self.descriptor, select.POLLIN)
+        while True:
+            if not poller.poll(100):
+                if self.stop.is_set():
+                    return  # after every event queued before the stop was read
+                continue
+            data, now, offset = os.read(self.descriptor, 65536), time.perf_counter(), 0
+            while offset < len(data):
+                _, mask, _, length = self._EVENT.unpack_from(data, offset)
+                name = data[offset + self._EVENT.size:offset + self._EVENT.size + length].rstrip(b"\0").decode()
+                offset += self._EVENT.size + length
+                found = self._SEGMENT.fullmatch(name)
+                if found is None:
+                    continue
+                kind, number = found.groups()
+                if kind == "journal":
+                    self.began.setdefault(number, now)
+                if mask & self._DELETE:
+                    self.ended[number] = now
+
+    def released(self) -> int:
+        return len(self.ended)
+
+    def deletions(self) -> list[tuple[float, float]]:
+        return [(began, self.ended.get(number, began)) for number, began in sorted(self.began.items())]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        os.close(self.descriptor)
+
+
+def pruning_run(home: Path, retained: int, jobs_retained: int, done: Callable[[PruningRun], bool]) -> PruningRun:
+    """Jobs submitted one at a time, a few waiting at most, until `done`, while the poller runs."""
+    run = PruningRun()
     stop = threading.Event()
-    with running_responder(home, jobs_retained=retained, jobs_retained_minutes=0) as responder:
+    with running_responder(home, jobs_retained=jobs_retained, jobs_retained_minutes=0) as responder:
+        segments = SegmentWatch(home / "data" / "jobs")
         # Not timed: the first job waits for the launcher's start.
-        first_id = json.loads(successful_answer(echo_job_endpoint(responder)))["id"]
-        count.submitted = 1
-        poller = threading.Thread(target=poll_health, args=(responder.port, count, pruning, stop))
+        count = JobCount(json.loads(successful_answer(echo_job_endpoint(responder)))["id"])
+        poller = threading.Thread(target=poll_service, args=(responder.port, count, retained, run, stop))
         poller.start()
         client = ApiClient(responder.port)
         try:
-            while len(pruning.submits[PAST].seconds) < max(1, len(pruning.submits[BELOW].seconds)):
+            while not done(run):
                 with count.changed:
                     if not count.changed.wait_for(lambda: count.busy < PRUNING_BACKLOG, timeout=60):
                         raise RuntimeError("the responder's queue did not go down within 60 s")
                     phase = count.phase(retained)
-                status, _, seconds = client.request("POST", "/jobs", SEED_JOB)
-                pruning.submits[phase].add(seconds, status == 202)
+                status, content, seconds = client.request("POST", "/jobs", SEED_JOB)
+                run.submits[phase].add(seconds, status == 202)
+                if status != 202:
+                    raise RuntimeError(f"POST /jobs answered {status} {content[:300]!r}")
                 with count.changed:
-                    count.submitted += 1
+                    count.ids.append(json.loads(content)["id"])
                     count.busy += 1
+                run.jobs = count.submitted
+                run.deletions = segments.deletions()
+                if run.jobs > 100 * max(retained, 1000):
+                    raise RuntimeError(f"{len(run.deletions)} journal segment(s) deleted after {run.jobs} jobs")
             with count.changed:
                 if not count.changed.wait_for(lambda: count.busy == 0, timeout=600):
                     raise RuntimeError("the responder's jobs did not finish within 600 s")
         finally:
             stop.set()
             poller.join()
-        oldest = client.request("GET", f"/jobs/{first_id}")[0]
+            segments.close()
+        run.deletions = segments.deletions()
+        oldest = client.request("GET", f"/jobs/{count.ids[0]}")[0]
         status, content, _ = client.request("GET", "/jobs?limit=1000")
         listed = len(json.loads(content)["jobs"]) if status == 200 else f"HTTP {status}"
         client.close()
-    print_pruning_table(pruning, count.submitted)
-    print(f"  the first job's record answers {oldest} (404: pruned); GET /jobs?limit=1000 lists {listed}")
+    print(f"  jobs_retained = {jobs_retained}: the first job's record answers {oldest} (404: pruned); "
+          f"GET /jobs?limit=1000 lists {listed}")
+    return run
+
+
+def measure_pruning(home: Path, retained: int, segments_released: int) -> Pruning:
+    """Submits go on, a few jobs waiting at a time, until as many were sent past `jobs_retained` as below it
+    and the journal has deleted `segments_released` old segments; then as many jobs on a responder that keeps
+    them all.
+
+    Past retention every job that finishes prunes the oldest record, and now and then a segment of the journal
+    whose records are all gone is deleted; the other responder runs the same jobs the same way and prunes
+    nothing, so the two differ in the pruning only."""
+    print(f"\npruning: {retained} jobs kept (jobs_retained_minutes = 0), jobs submitted one at a time (at most "
+          f"{PRUNING_BACKLOG} waiting), at least as many past retention as below it and until the journal deleted "
+          f"{segments_released} old segment(s), while GET /health and GET /jobs/{{id}} of a kept record (read from "
+          "the journal) are polled in turn, back to back; then as many jobs on a responder keeping them all")
+
+    def pruned_enough(run: PruningRun) -> bool:
+        return (len(run.submits[PAST].seconds) >= max(1, len(run.submits[BELOW].seconds))
+                and len(run.deletions) >= segments_released)
+
+    pruned = pruning_run(home / "pruned", retained, retained, pruned_enough)
+    control = pruning_run(home / "control", retained, pruned.jobs * 2, lambda run: run.jobs >= pruned.jobs)
+    pruning = Pruning(retained, pruned, control)
+    print_pruning_table(pruning)
     return pruning
 
 
-def print_pruning_table(pruning: Pruning, jobs: int) -> None:
-    print(f"\npruning: jobs_retained = {pruning.retained}, jobs_retained_minutes = 0; {jobs} jobs submitted one at "
-          f"a time (at most {PRUNING_BACKLOG} waiting), as many past retention as below it, while GET /health is "
-          "polled back to back")
-    print(f"{'':<18}{'submits':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'polls':>8}{'p99 ms':>8}{'max ms':>8}"
-          f"{'gap p99 ms':>12}{'longest gap ms':>16}{'wrong status':>14}")
-    for phase in PHASES:
-        submits, health, gaps = pruning.submits[phase], pruning.health[phase], pruning.gaps[phase]
-        print(f"{phase:<18}{len(submits.seconds):>9}{submits.ms(0.5):>8.2f}{submits.ms(0.99):>8.2f}"
-              f"{submits.ms(1.0):>8.2f}{len(health.seconds):>8}{health.ms(0.99):>8.2f}{health.ms(1.0):>8.2f}"
-              f"{gaps.ms(0.99):>12.2f}{gaps.ms(1.0):>16.2f}{submits.unexpected + health.unexpected:>14}")
-    print(f"  pause attributable to pruning (past minus below retention): longest gap {pruning.pause_ms(1.0):.2f} ms, "
-          f"p99 gap {pruning.pause_ms(0.99):.2f} ms")
+def print_pruning_table(pruning: Pruning) -> None:
+    print(f"{'':<28}{'jobs':>6}{'submit p50':>11}{'p99':>7}{'max':>7}{'polls':>7}{'health p99':>11}"
+          f"{'max':>7}{'read p99':>9}{'max':>7}{'gap p99 ms':>11}{'longest gap ms':>15}{'wrong status':>13}")
+    for name, run in (("pruned", pruning.pruned), ("kept all", pruning.control)):
+        for phase in PHASES:
+            submits, health, reads, gaps = (figures[phase] for figures in (run.submits, run.health, run.reads,
+                                                                             run.gaps))
+            wrong = submits.unexpected + health.unexpected + reads.unexpected
+            print(f"{f'{name}, {phase}':<28}{len(submits.seconds):>6}{submits.ms(0.5):>11.2f}{submits.ms(0.99):>7.2f}"
+                  f"{submits.ms(1.0):>7.2f}{len(health.seconds) + len(reads.seconds):>7}{health.ms(0.99):>11.2f}"
+                  f"{health.ms(1.0):>7.2f}{reads.ms(0.99):>9.2f}{reads.ms(1.0):>7.2f}"
+                  f"{gaps.ms(0.99):>11.2f}{gaps.ms(1.0):>15.2f}{wrong:>13}")
+    deleting = [1000 * (ended - began) for began, ended in pruning.pruned.deletions]
+    print(f"  journal segments deleted: {len(deleting)} pruned (each from leaving the journal to unlinked: "
+          f"{', '.join(f'{ms:.1f}' for ms in deleting) or '-'} ms), {len(pruning.control.deletions)} kept all")
+    print(f"  the longest gap overlapping a deletion (from {DELETION_BEFORE_S * 1000:.0f} ms before to "
+          f"{DELETION_AFTER_S * 1000:.0f} ms after it): {pruning.longest_gap_at_deletions_ms():.2f} ms, "
+          f"{pruning.deletion_pause_ms():+.2f} ms beyond the p99 gap kept all")
+    print(f"  past retention, pruned minus kept all: longest gap {pruning.pause_ms(1.0):+.2f} ms, "
+          f"p99 gap {pruning.pause_ms(0.99):+.2f} ms")
 
 
 @dataclass
@@ -819,18 +962,19 @@ def targets(echo: EchoFigures, floor: Floor | None, idle: dict[str, Memory], sta
         flat = p50 / records[few][label].ms(0.5)
         found.append(Target(f"{label} flat at {many} records (p50 ≤{FLAT_RATIO_MAX}x at {few})", f"{p50:.2f} ms",
                             flat, flat <= FLAT_RATIO_MAX))
-    past, below = (pruning.gaps[phase].ms(1.0) for phase in (PAST, BELOW))
-    pause = pruning.pause_ms(1.0)
-    found.append(Target(f"pruning pause ≤{PRUNING_PAUSE_MS_MAX:.0f} ms (longest /health gap past − below retention)",
-                        f"{pause:.1f} ms", past / below, pause <= PRUNING_PAUSE_MS_MAX,
-                        f"longest gaps {past:.1f} past and {below:.1f} below retention; p99 gap "
-                        f"{pruning.pause_ms(0.99):+.2f} ms"))
+    # Each record pruned shows in the p99 gap; a segment's deletion, the longest part, at the deletions.
+    at_deletions, kept_p99 = pruning.longest_gap_at_deletions_ms(), pruning.control.gaps[PAST].ms(0.99)
+    pause = max(pruning.deletion_pause_ms(), pruning.pause_ms(0.99))
+    found.append(Target(f"pruning pause ≤{PRUNING_PAUSE_MS_MAX:.0f} ms (gap at deletions and p99 gap, vs kept all)",
+                        f"{pause:.1f} ms", at_deletions / kept_p99, pause <= PRUNING_PAUSE_MS_MAX,
+                        f"longest gap at {len(pruning.pruned.deletions)} segment deletion(s) {at_deletions:.1f}, "
+                        f"p99 gap {pruning.pause_ms(0.99):+.2f} vs kept all ({kept_p99:.1f})"))
     return found
 
 
 def print_summary(found: list[Target]) -> None:
-    print("\ntargets (ratios: to webhook; for flat, N records vs 100; for pruning, vs the longest gap below "
-          "retention)")
+    print("\ntargets (ratios: to webhook; for flat, N records vs 100; for pruning, the longest gap at a deletion vs the "
+          "p99 gap where all are kept)")
     for target in found:
         print(f"{target.name:<74}{target.measured:>12}{f'×{target.ratio:.2f}':>9}  "
               f"{'met' if target.met else 'NOT met':<9}{target.beside}")
@@ -856,6 +1000,9 @@ def options() -> argparse.Namespace:
     parser.add_argument("--starts", type=int, help=f"starts timed per server ({FULL['starts']})")
     parser.add_argument("--pruning-retained", type=int,
                         help=f"jobs_retained of the pruning measurement ({FULL['pruning_retained']})")
+    parser.add_argument("--segments-released", type=int,
+                        help="journal segments the pruning measurement goes on until deleted "
+                             f"({FULL['segments_released']})")
     args = parser.parse_args()
     for name, default in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
@@ -904,7 +1051,7 @@ def main() -> int:
             measure_memory(webhook, responder, idle_memory, endpoints[:2], args.jobs_for_rss)
         startup = measure_startup(home, args.starts)
         records = measure_records(home / "records", args)
-        pruning = measure_pruning(home / "pruning", args.pruning_retained)
+        pruning = measure_pruning(home / "pruning", args.pruning_retained, args.segments_released)
         print_summary(targets(echo, floor, idle_memory, startup, records, pruning))
         print(f"\nbenchmark ran {time.monotonic() - began:.0f} s")
     except KeyboardInterrupt:

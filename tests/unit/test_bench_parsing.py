@@ -1,7 +1,8 @@
-"""The benchmark's reading of hey's summary, from outputs saved from real runs."""
+"""The benchmark's reading of hey's summary (from outputs saved from real runs) and of the journal's deletions."""
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -43,3 +44,32 @@ def test_spread_shows_the_median_and_the_range_over_rounds():
     assert bench_peer.spread([3.0, 1.0, 2.0]) == "2.0 (1.0–3.0)"
     assert bench_peer.spread([5.0]) == "5.0"
     assert bench_peer.ratio([4.0, 6.0], [2.0]) == "×2.50"
+
+
+def test_the_segment_watch_sees_a_segment_renamed_out_then_unlinked_and_one_unlinked_at_once(tmp_path):
+    for name in ("journal.000001", "journal.000002", "journal.000003"):
+        (tmp_path / name).write_bytes(b"x")
+    watch = bench_peer.SegmentWatch(tmp_path)
+    os.rename(tmp_path / "journal.000001", tmp_path / "released.000001")
+    (tmp_path / "released.000001").unlink()
+    (tmp_path / "journal.000002").unlink()
+    (tmp_path / "other").write_bytes(b"")
+    (tmp_path / "other").unlink()
+    watch.close()
+    first, second = watch.deletions()
+    # Events read together share a time: each segment's deletion ends when its file is unlinked.
+    assert first[0] <= first[1] <= second[0] == second[1]
+    assert watch.released() == 2
+
+
+def test_the_pause_at_deletions_is_the_longest_gap_overlapping_one_beyond_the_p99_gap_kept_all():
+    pruned = bench_peer.PruningRun(deletions=[(10.0, 10.030)])
+    # (when answered, gap): one before the widened window, one across its start, one across its end, a long one
+    # far after it
+    pruned.answers = [(9.990, 0.004), (9.998, 0.008), (10.055, 0.009), (10.061, 0.006), (20.0, 0.500)]
+    control = bench_peer.PruningRun()
+    for _ in range(100):
+        control.gaps[bench_peer.PAST].add(0.004, True)
+    pruning = bench_peer.Pruning(1000, pruned, control)
+    assert math.isclose(pruning.longest_gap_at_deletions_ms(), 9.0)
+    assert math.isclose(pruning.deletion_pause_ms(), 5.0)

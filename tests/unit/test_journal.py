@@ -95,6 +95,84 @@ def test_segments_whose_records_are_gone_are_deleted_and_the_few_current_ones_mo
     assert again.recently_finished(10) == [job(n).id for n in range(199, 194, -1)] and again.count() == 6
 
 
+def test_a_segment_is_deleted_outside_the_lock_while_reads_appends_and_other_prunes_go_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(journal_module, "_DISCARD_STEP", 1024)
+    journal = JobJournal(tmp_path)
+    journal.open()
+    cutting, go_on = threading.Event(), threading.Event()
+    real_truncate = os.ftruncate
+
+    def held_truncate(descriptor, length):
+        cutting.set()
+        go_on.wait(30)
+        real_truncate(descriptor, length)
+
+    monkeypatch.setattr(journal_module.os, "ftruncate", held_truncate)
+
+    def churn():
+        for n in range(1, 60):
+            journal.save(job(n), durable=True)
+            journal.prune(keep=2, keep_seconds=0)
+
+    pruner = threading.Thread(target=churn)
+    pruner.start()
+    try:
+        assert cutting.wait(10), "no segment was deleted a step at a time"
+        released = sorted(path.name for path in tmp_path.glob("released.*"))
+        reads = []
+
+        def meanwhile():
+            journal.save(job(500, QUEUED), durable=True)
+            reads.append(journal.load(job(500).id).status)
+            journal.prune(keep=2, keep_seconds=0)  # leaves the rest to the deletion under way
+
+        other = threading.Thread(target=meanwhile)
+        other.start()
+        other.join(5)
+        assert not other.is_alive(), "the journal waited for a segment's deletion"
+        assert reads == [QUEUED]
+        assert sorted(path.name for path in tmp_path.glob("released.*")) == released != []
+    finally:
+        go_on.set()
+        pruner.join(10)
+    assert not pruner.is_alive()
+    assert len(segments(tmp_path)) <= 3
+    journal.close()
+    again, unfinished = reopened(tmp_path)
+    assert [j.id for j in unfinished] == [job(500).id]
+    assert again.recently_finished(5) == [job(59).id, job(58).id]
+
+
+def test_a_segment_cut_short_by_a_crash_while_deleted_is_never_read_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(journal_module, "_DISCARD_STEP", 1000)
+    journal = JobJournal(tmp_path)
+    journal.open()
+    journal.save(job(0, QUEUED), durable=True)
+    real_truncate = os.ftruncate
+
+    def one_step_then_crash(descriptor, length):
+        real_truncate(descriptor, length)
+        raise OSError(errno.EIO, "the machine went down here")
+
+    monkeypatch.setattr(journal_module.os, "ftruncate", one_step_then_crash)
+    with pytest.raises(OSError):
+        for n in range(1, 60):
+            journal.save(job(n), durable=True)
+            journal.prune(keep=3, keep_seconds=0)
+    monkeypatch.setattr(journal_module.os, "ftruncate", real_truncate)
+    [cut_short] = tmp_path.glob("released.*")
+    # Its tail is gone, and with it the removal of one of its own earlier records.
+    assert 0 < cut_short.stat().st_size and cut_short.read_bytes()[-1:] != b"\n"
+    kept = {job_id: journal.load(job_id).status for job_id in [job(0).id, *journal.recently_finished(10)]}
+    journal.close()
+    again, unfinished = reopened(tmp_path)
+    assert [j.id for j in unfinished] == [job(0).id]
+    assert {job_id: again.load(job_id).status for job_id in kept} == kept and again.count() == len(kept)
+    assert not cut_short.exists()
+
+
 def test_concurrent_durable_saves_share_disk_syncs_and_each_returns_on_disk(tmp_path, monkeypatch):
     journal = JobJournal(tmp_path)
     journal.open()

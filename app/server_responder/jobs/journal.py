@@ -4,8 +4,9 @@ Each change of a job appends its whole record as one line, `<kind> <time> <id> <
 `R`unning or `F`inished, or a removal `X <time> <id>`. The index maps each id to its latest line, so reading a
 job is one `pread` whatever the number kept. A durable append returns once the line is on disk: appends
 wait for one `fdatasync` together (group commit). A segment whose lines are all superseded or removed is
-deleted; the few still current in an old one are appended again first, so the journal stays about the size
-of what it keeps. Each start opens a new segment: a line torn by a crash is never followed by another.
+deleted (renamed out of the journal, then cut back a step at a time while reads and appends go on); the few
+still current in an old one are appended again first, so the journal stays about the size of what it keeps.
+Each start opens a new segment: a line torn by a crash is never followed by another.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from server_responder.jobs.record import Job
 SEGMENT_BYTES = 8 * 1024 * 1024
 # An old segment with at most this many current lines has them appended again, then goes.
 REWRITE_MAX_LINES = 64
+# A deleted segment is cut back by this much at a time, each step a short hold of the service's CPU.
+_DISCARD_STEP = 512 * 1024
 _SEGMENT = re.compile(r"journal\.(\d{6,})")
 _FINISHED, _REMOVED = b"F", b"X"
 _KINDS = {"queued": b"Q", "running": b"R"}
@@ -32,6 +35,26 @@ _KINDS = {"queued": b"Q", "running": b"R"}
 
 def _segment_name(number: int) -> str:
     return f"journal.{number:06d}"
+
+
+def _released_name(number: int) -> str:
+    return f"released.{number:06d}"
+
+
+def _delete_gradually(path: Path) -> None:
+    """Cut the file back a step at a time, then unlink what is left of it."""
+    try:
+        writer = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(writer).st_size
+        while size > 0:
+            size = max(size - _DISCARD_STEP, 0)
+            os.ftruncate(writer, size)
+    finally:
+        os.close(writer)
+    path.unlink(missing_ok=True)
 
 
 class _Segment:
@@ -59,6 +82,7 @@ class JobJournal:
         self._synced: tuple[int, int] = (0, 0)
         self._syncing = False
         self._sync_done = threading.Condition()
+        self._releasing = threading.Lock()
 
     # ---- start ---------------------------------------------------------------------------------------------------
 
@@ -67,6 +91,8 @@ class JobJournal:
 
         Opened again (a service stopped and started in one process), it reads everything afresh."""
         self.close()
+        for leftover in self.directory.glob("released.*"):
+            leftover.unlink(missing_ok=True)  # a deletion a crash cut short
         for number, path in self._existing_segments():
             descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             segment = _Segment(number, path, descriptor, os.fstat(descriptor).st_size)
@@ -267,22 +293,47 @@ class JobJournal:
         return len(removed)
 
     def _release_segments(self) -> None:
-        """Delete the oldest segments whose lines are all superseded, moving a few current ones forward."""
-        while True:
-            with self._lock:
-                oldest = next(iter(self._segments.values()))
-                if oldest is self._active or len(oldest.current) > REWRITE_MAX_LINES:
-                    return
-                if oldest.current:
-                    self._move_forward(oldest)
-            # Lines that superseded the segment's own must be on disk before it goes.
-            self.sync()
-            with self._lock, self._sync_done:
-                if oldest.current:
-                    return
-                del self._segments[oldest.number]
-                os.close(oldest.descriptor)
-                oldest.path.unlink(missing_ok=True)
+        """Delete the oldest segments whose lines are all superseded, moving a few current ones forward.
+
+        One thread at a time, oldest first: a segment is off the disk before a newer one goes, so a crash never
+        leaves an old line whose removal was in a newer segment already deleted."""
+        if not self._releasing.acquire(blocking=False):
+            return  # another thread is releasing; it goes on to whatever else can go
+        try:
+            while True:
+                with self._lock:
+                    oldest = next(iter(self._segments.values()))
+                    if oldest is self._active or len(oldest.current) > REWRITE_MAX_LINES:
+                        return
+                    if oldest.current:
+                        self._move_forward(oldest)
+                # Lines that superseded the segment's own must be on disk before it goes.
+                self.sync()
+                with self._lock:
+                    if oldest.current:
+                        return
+                    del self._segments[oldest.number]
+                self._discard(oldest)
+        finally:
+            self._releasing.release()
+
+    def _discard(self, segment: _Segment) -> None:
+        """Delete a segment nothing reads any more, outside the lock and a step at a time: an 8 MiB segment
+        unlinked at once held every read and append of the journal for 4-12 ms while its blocks were freed."""
+        try:
+            # Renamed first, so that a crash while it is cut back leaves a file no start reads: the segment's
+            # own tail removes some of its earlier lines, and cutting from the end would bring those back.
+            released = segment.path.with_name(_released_name(segment.number))
+            try:
+                os.rename(segment.path, released)
+            except FileNotFoundError:
+                return
+            _delete_gradually(released)
+        finally:
+            with self._sync_done:
+                # A sync begun while this was the active segment may still be at its descriptor.
+                self._sync_done.wait_for(lambda: not self._syncing)
+                os.close(segment.descriptor)
 
     def _move_forward(self, segment: _Segment) -> None:
         """Append the segment's current lines again, in one write (caller holds the lock)."""
