@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import random
 import re
 import select
@@ -311,8 +312,8 @@ def responder_command(home: Path, settings: dict[str, object], *argv: str) -> tu
     env.update({"SERVER_RESPONDER_DATA_DIR": str(home / "data"), "SERVER_RESPONDER_LOG_DIR": str(home / "logs"),
                 "SERVER_RESPONDER_STORE": str(home / "results"), "SERVER_RESPONDER_API_KEY": TOKEN})
     env.update({f"SERVER_RESPONDER_{key.upper()}": str(value) for key, value in settings.items()})
-    python = REPO / ".venv" / "bin" / "python"
-    return [str(python if python.exists() else sys.executable), "-m", "server_responder", *argv], env
+    # The interpreter of the benchmark's own venv (benchmarks/run), which has the package installed.
+    return [sys.executable, "-m", "server_responder", *argv], env
 
 
 def start_responder(home: Path, **settings: object) -> Server:
@@ -385,8 +386,10 @@ def header(webhook_version: str, responder_version: str, workers: object) -> str
     hey = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "hey"], capture_output=True, text=True).stdout
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    python = f"Python {platform.python_version()} ({os.path.realpath(sys.executable)})"
     return (f"{now}; nproc {os.cpu_count()}; {cpu}; load average {load} at start\n"
-            f"{webhook_version}; Server Responder {responder_version}; hey {hey or 'unknown'}; loopback 127.0.0.1\n"
+            f"{webhook_version}; Server Responder {responder_version} on {python}; hey {hey or 'unknown'}; "
+            "loopback 127.0.0.1\n"
             f"responder of the `echo 9` rounds and the memory readings: workers = {workers} (as its `config` "
             f"reads it), for up to {CLIENTS} clients at once; webhook runs every command at once")
 
