@@ -790,6 +790,7 @@ class SegmentWatch:
             raise OSError(ctypes.get_errno(), f"inotify on {journal}")
         self.began: dict[str, float] = {}  # segment number -> when it left the journal
         self.ended: dict[str, float] = {}  # -> when its file was unlinked
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch)
         self.thread.start()
@@ -811,16 +812,19 @@ class SegmentWatch:
                 if found is None:
                     continue
                 kind, number = found.groups()
-                if kind == "journal":
-                    self.began.setdefault(number, now)
-                if mask & self._DELETE:
-                    self.ended[number] = now
+                with self.lock:
+                    if kind == "journal":
+                        self.began.setdefault(number, now)
+                    if mask & self._DELETE:
+                        self.ended[number] = now
 
     def released(self) -> int:
-        return len(self.ended)
+        with self.lock:
+            return len(self.ended)
 
     def deletions(self) -> list[tuple[float, float]]:
-        return [(began, self.ended.get(number, began)) for number, began in sorted(self.began.items())]
+        with self.lock:
+            return [(began, self.ended.get(number, began)) for number, began in sorted(self.began.items())]
 
     def close(self) -> None:
         self.stop.set()
