@@ -818,10 +818,6 @@ class SegmentWatch:
                     if mask & self._DELETE:
                         self.ended[number] = now
 
-    def released(self) -> int:
-        with self.lock:
-            return len(self.ended)
-
     def deletions(self) -> list[tuple[float, float]]:
         with self.lock:
             return [(began, self.ended.get(number, began)) for number, began in sorted(self.began.items())]
@@ -837,12 +833,12 @@ def pruning_run(home: Path, retained: int, jobs_retained: int, done: Callable[[P
     run = PruningRun()
     stop = threading.Event()
     with running_responder(home, jobs_retained=jobs_retained, jobs_retained_minutes=0) as responder:
-        segments = SegmentWatch(home / "data" / "jobs")
         # Not timed: the first job waits for the launcher's start.
         count = JobCount(json.loads(successful_answer(echo_job_endpoint(responder)))["id"])
+        client = ApiClient(responder.port)
+        segments = SegmentWatch(home / "data" / "jobs")
         poller = threading.Thread(target=poll_service, args=(responder.port, count, retained, run, stop))
         poller.start()
-        client = ApiClient(responder.port)
         try:
             while not done(run):
                 with count.changed:
