@@ -701,7 +701,6 @@ class PruningRun:
 
 @dataclass
 class Pruning:
-    retained: int
     # With `jobs_retained` = retained, and the same jobs on a responder that keeps them all.
     pruned: PruningRun
     control: PruningRun
@@ -892,7 +891,7 @@ def measure_pruning(home: Path, retained: int, segments_released: int) -> Prunin
 
     pruned = pruning_run(home / "pruned", retained, retained, pruned_enough)
     control = pruning_run(home / "control", retained, pruned.jobs * 2, lambda run: run.jobs >= pruned.jobs)
-    pruning = Pruning(retained, pruned, control)
+    pruning = Pruning(pruned, control)
     print_pruning_table(pruning)
     return pruning
 

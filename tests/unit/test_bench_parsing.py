@@ -70,6 +70,6 @@ def test_the_pause_at_deletions_is_the_longest_gap_overlapping_one_beyond_the_p9
     control = bench_peer.PruningRun()
     for _ in range(100):
         control.gaps[bench_peer.PAST].add(0.004, True)
-    pruning = bench_peer.Pruning(1000, pruned, control)
+    pruning = bench_peer.Pruning(pruned, control)
     assert math.isclose(pruning.longest_gap_at_deletions_ms(), 9.0)
     assert math.isclose(pruning.deletion_pause_ms(), 5.0)
