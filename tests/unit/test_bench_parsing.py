@@ -73,3 +73,15 @@ def test_the_pause_at_deletions_is_the_longest_gap_overlapping_one_beyond_the_p9
     pruning = bench_peer.Pruning(pruned, control)
     assert math.isclose(pruning.longest_gap_at_deletions_ms(), 9.0)
     assert math.isclose(pruning.deletion_pause_ms(), 5.0)
+
+
+def test_without_a_deletion_the_pruning_pause_is_the_p99_gap_beyond_the_one_kept_all():
+    pruned, control = bench_peer.PruningRun(), bench_peer.PruningRun()
+    for _ in range(100):
+        pruned.gaps[bench_peer.PAST].add(0.006, True)
+        control.gaps[bench_peer.PAST].add(0.004, True)
+    pruning = bench_peer.Pruning(pruned, control)
+    assert math.isnan(pruning.longest_gap_at_deletions_ms())
+    assert math.isclose(pruning.target_pause_ms(), 2.0)
+    pruned.deletions, pruned.answers = [(10.0, 10.0)], [(10.0, 0.010)]
+    assert math.isclose(pruning.target_pause_ms(), 6.0)
